@@ -1,0 +1,1 @@
+"""Image-generation metrics and evaluators (CMMD, CLIP score, FID, HPSv2, GenEval, DPG-Bench)."""

@@ -1,0 +1,39 @@
+"""Named teachers (`model.preset` in params.yaml): the shapes world or the real hub models.
+
+Switching the whole pipeline to a real model is one override:
+`dvc exp run -S model.preset=pixart-sigma`. Generation defaults follow thesis tab. 4.3/4.4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Where a teacher comes from and how it generates by default."""
+
+    family: str  # adapter name: "pixart" | "flux"
+    pretrained: str  # hub id or a path relative to the repository root
+    resolution: int
+    num_inference_steps: int
+    guidance_scale: float
+    max_sequence_length: int
+    shapes_world: bool  # built by the pretrain stage instead of downloaded
+
+
+PRESETS: dict[str, Preset] = {
+    "shapes-pixart": Preset("pixart", "models/shapes/pixart", 32, 20, 3.5, 16, True),
+    "shapes-flux": Preset("flux", "models/shapes/flux", 32, 20, 3.5, 16, True),
+    "pixart-sigma": Preset("pixart", "PixArt-alpha/PixArt-Sigma-XL-2-512-MS", 512, 20, 3.5, 300, False),
+    "flux-dev": Preset("flux", "black-forest-labs/FLUX.1-dev", 1024, 50, 3.5, 512, False),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`; a one-line error lists the known ones."""
+    if name not in PRESETS:
+        from ditcompress.errors import UserError
+
+        raise UserError(f"model.preset: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return PRESETS[name]

@@ -1,0 +1,1 @@
+"""Small shared helpers: strict config base, logging, progress, seeding."""
