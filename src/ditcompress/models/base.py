@@ -9,11 +9,12 @@ unpack inside `predict`. Time `t` is the family's native training time: integer 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -44,6 +45,19 @@ class BlockRef:
     kind: str  # "pixart" | "double" | "single"
     index: int  # position inside its own ModuleList
     module: nn.Module
+
+
+@dataclass
+class BlockOutput:
+    """What `capture_features` records for one block: the image stream and, for Flux, the text stream."""
+
+    image: torch.Tensor  # (B, N_img, D)
+    text: torch.Tensor | None = None  # (B, N_txt, D), Flux blocks only
+
+    def flat(self) -> torch.Tensor:
+        """All streams of each sample flattened into one feature vector, `(B, D_l)` (eq 4.11)."""
+        parts = [self.image] if self.text is None else [self.image, self.text]
+        return torch.cat([p.flatten(1) for p in parts], dim=1)
 
 
 class Objective(ABC):
@@ -103,4 +117,88 @@ class FamilyAdapter(ABC):
 
     @abstractmethod
     def capture_features(self, transformer: nn.Module, block_ids: list[str]) -> AbstractContextManager[dict]:
-        """Context manager recording each listed block's output per forward (hooks removed on exit)."""
+        """Context manager recording each listed block's output per forward (hooks removed on exit).
+
+        It yields `{block id: BlockOutput}` holding the latest forward's outputs (image stream,
+        plus the text stream for Flux), found by block identity on the unwrapped model.
+        """
+
+    # ---- concrete helpers shared by every family ------------------------------------------
+    part_groups: dict[str, str] = {}  # part -> "attn" | "mlp" | "modulation" (per-part SVD ratios, 5.1.7)
+
+    def linear_group(self, block: BlockRef, part: str, name: str) -> str:
+        """Group ("attn", "mlp", "modulation") of linear `name` of `part`, for per-group SVD ratios."""
+        return self.part_groups[part]
+
+    def block_by_id(self, transformer: nn.Module, block_id: str) -> BlockRef:
+        """The block with stable id `block_id`; a one-line `KeyError` naming it when absent."""
+        for ref in self.blocks(transformer):
+            if ref.id == block_id:
+                return ref
+        raise KeyError(f"unknown block id {block_id!r} for {self.name}")
+
+    def task_loss(self, transformer: nn.Module, objective: Objective, latents: torch.Tensor,
+                  cond: Conditioning, *, t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None, guidance: float | None = None) -> torch.Tensor:
+        """Per-sample denoising MSE `(B,)` between `predict` and `objective.target` (L_Task of eq 4.10)."""
+        if t is None:
+            t = objective.sample_t(latents.shape[0], generator=generator, device=latents.device)
+        if noise is None:
+            where = generator.device if generator is not None else latents.device
+            noise = torch.randn(latents.shape, generator=generator, device=where).to(latents)
+        pred = self.predict(transformer, objective.add_noise(latents, noise, t), t, cond, guidance=guidance)
+        target = objective.target(latents, noise, t)
+        return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under accelerate/DDP/FSDP and torch.compile wrappers."""
+    from accelerate.utils import extract_model_from_parallel
+
+    model = extract_model_from_parallel(model, keep_torch_compile=False)
+    return getattr(model, "_orig_mod", model)
+
+
+def stable_indices(transformer: nn.Module, kind: str, present: int) -> list[int]:
+    """Teacher indices of the `present` blocks of `kind` still in the model (ids survive removal).
+
+    A compressed student carries its `CompressionRecord` as `transformer.compression_record`
+    (set by `ditcompress.compress`); its `removed` ids say which teacher positions are gone.
+    """
+    record = getattr(transformer, "compression_record", None)
+    prefix = "" if kind == "pixart" else f"{kind}."
+    removed = {int(r[len(prefix):]) for r in (record.removed if record else []) if _has_kind(r, kind)}
+    kept = [i for i in range(present + len(removed)) if i not in removed]
+    if len(kept) != present:
+        raise RuntimeError(f"compression record says {kind} blocks {sorted(removed)} were removed, "
+                           f"but {present} remain")
+    return kept
+
+
+def _has_kind(block_id: str, kind: str) -> bool:
+    """Whether a stable id belongs to blocks of `kind` (`"7"` -> pixart, `"double.3"` -> double)."""
+    return "." not in block_id if kind == "pixart" else block_id.startswith(f"{kind}.")
+
+
+@contextmanager
+def capture_block_outputs(refs: list[BlockRef], to_output):
+    """Forward hooks on `refs` storing `to_output(raw block output)` by id; always removed on exit.
+
+    The dict holds each block's output of the latest forward (a new forward overwrites it), so a
+    KD step reads the features of the pass it just ran; tensors keep their autograd graph.
+    """
+    features: dict[str, BlockOutput] = {}
+    handles = []
+
+    def hook_for(block_id):
+        def hook(module, args, output):
+            features[block_id] = to_output(output)
+        return hook
+
+    try:
+        for ref in refs:
+            handles.append(ref.module.register_forward_hook(hook_for(ref.id)))
+        yield features
+    finally:
+        for h in handles:
+            h.remove()

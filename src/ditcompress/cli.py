@@ -1,0 +1,62 @@
+"""`ditcompress` command line: small research utilities (stages live in `stages/`).
+
+    ditcompress params pixart-sigma          # tab. 4.1 from the shipped config, in seconds, no GPU
+    ditcompress params flux-dev --json       # tab. 4.2, exact counts as JSON
+    ditcompress params path/to/config.json   # any PixArt/Flux transformer config or saved student
+
+Subcommands register themselves in `COMMANDS` (name -> (help, add_arguments, run)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _params_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `ditcompress params`."""
+    p.add_argument("model", help="preset (pixart-sigma, flux-dev), a transformer config.json, or a model directory")
+    p.add_argument("--json", action="store_true", help="print exact counts as JSON instead of a table")
+
+
+def _params_run(args: argparse.Namespace) -> int:
+    """Build the transformer on the meta device and print its per-block / per-part parameter table."""
+    from ditcompress.compress.student import MANIFEST, build_student
+    from ditcompress.models.accounting import format_table, parameter_table
+    from ditcompress.models.registry import adapter_for, build_transformer, load_config
+
+    path = Path(args.model)
+    if path.is_dir() and (path / MANIFEST).is_file():  # a saved student: its own structure
+        model = build_student(path, device="meta")
+    else:
+        model = build_transformer(load_config(args.model), device="meta")
+    table = parameter_table(adapter_for(model), model)
+    print(json.dumps(table, indent=2) if args.json else format_table(table))
+    return 0
+
+
+COMMANDS = {
+    "params": ("per-block / per-part parameter counts (thesis tab. 4.1/4.2)", _params_args, _params_run),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ditcompress` console script."""
+    parser = argparse.ArgumentParser(prog="ditcompress", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_, add_args, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        add_args(p)
+        p.set_defaults(run=run)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (KeyError, FileNotFoundError, ValueError) as err:
+        print(f"ditcompress {args.command}: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

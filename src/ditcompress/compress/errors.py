@@ -1,0 +1,5 @@
+"""The one error type of the compression operators; its message is one line naming the bad value."""
+
+
+class CompressionError(ValueError):
+    """A compression request that cannot be carried out (unknown block, bad ratio, rank too large...)."""

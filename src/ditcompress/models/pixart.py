@@ -1,0 +1,118 @@
+"""PixArt-Σ adapter: 28 DiT blocks with self-attention, cross-attention, MLP and adaLN-single (4.1.1).
+
+Trained as a DDPM (integer timesteps, epsilon or v prediction from the scheduler config); the
+real model also learns the variance (out_channels = 2·in_channels), which `predict` drops.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDPMScheduler, PixArtTransformer2DModel
+
+from ditcompress.models.base import (
+    BlockOutput,
+    BlockRef,
+    Conditioning,
+    FamilyAdapter,
+    Objective,
+    capture_block_outputs,
+    stable_indices,
+    unwrap,
+)
+from ditcompress.models.loading import load_pipeline, load_transformer
+
+
+class DDPMObjective(Objective):
+    """Discrete DDPM training: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε (eq 2.28), target ε (eq 2.51) or v."""
+
+    def __init__(self, scheduler_config: dict):
+        # DDPMScheduler reads the training-relevant keys (betas, T, prediction type) from any
+        # diffusers scheduler config, e.g. PixArt's DPMSolverMultistepScheduler one.
+        self.scheduler = DDPMScheduler.from_config(dict(scheduler_config))
+        self.num_train_timesteps = self.scheduler.config.num_train_timesteps
+        self.prediction_type = self.scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unsupported prediction_type {self.prediction_type!r} (epsilon or v_prediction)")
+
+    def sample_t(self, batch, generator=None, device=None):
+        """Uniform integer timesteps in [0, T)."""
+        where = generator.device if generator is not None else device
+        return torch.randint(0, self.num_train_timesteps, (batch,), generator=generator, device=where).to(device)
+
+    def add_noise(self, latents, noise, t):
+        """Forward diffusion q(x_t | x0) with the scheduler's ᾱ."""
+        return self.scheduler.add_noise(latents, noise, t.long())
+
+    def target(self, latents, noise, t):
+        """ε for epsilon prediction, v = √ᾱ ε − √(1−ᾱ) x0 for v prediction."""
+        if self.prediction_type == "epsilon":
+            return noise
+        return self.scheduler.get_velocity(latents, noise, t.long())
+
+
+class PixArtAdapter(FamilyAdapter):
+    """PixArt-α/Σ (`PixArtTransformer2DModel`, `PixArtSigmaPipeline`)."""
+
+    name = "pixart"
+    transformer_cls = PixArtTransformer2DModel
+
+    @property
+    def pipeline_cls(self):
+        """`PixArtSigmaPipeline`, imported on use (it pulls in transformers' T5)."""
+        from diffusers import PixArtSigmaPipeline
+
+        return PixArtSigmaPipeline
+    # tab. 4.1; the modulation table E_i is a parameter, not a submodule
+    parts = {"self_attn": ["attn1"], "cross_attn": ["attn2"], "mlp": ["ff"], "modulation": ["scale_shift_table"]}
+    part_groups = {"self_attn": "attn", "cross_attn": "attn", "mlp": "mlp", "modulation": "modulation"}
+
+    def load_transformer(self, path_or_id, *, subfolder="transformer", torch_dtype=None):
+        """Teacher or saved student (strict: missing or unexpected weights are an error)."""
+        return load_transformer(self, path_or_id, subfolder=subfolder, torch_dtype=torch_dtype)
+
+    def load_pipeline(self, path_or_id, *, transformer=None, torch_dtype=None):
+        """`PixArtSigmaPipeline`, with `transformer` (e.g. a student) swapped in when given."""
+        return load_pipeline(self, path_or_id, transformer=transformer, torch_dtype=torch_dtype)
+
+    def blocks(self, transformer):
+        """`transformer_blocks` with ids `"0".."27"` (teacher numbering, kept after removal)."""
+        model = unwrap(transformer)
+        mods = model.transformer_blocks
+        ids = stable_indices(model, "pixart", len(mods))
+        return [BlockRef(str(tid), "pixart", i, m) for i, (tid, m) in enumerate(zip(ids, mods))]
+
+    def block_parts(self, block):
+        """Self-attention, cross-attention, MLP and the per-block modulation table E_i."""
+        return {k: list(v) for k, v in self.parts.items()}
+
+    def objective(self, scheduler_config):
+        """DDPM objective with the pipeline scheduler's betas and prediction type."""
+        return DDPMObjective(scheduler_config)
+
+    def encode_prompts(self, pipeline, prompts, max_sequence_length):
+        """T5 embeddings and attention mask via the pipeline's own `encode_prompt` (no CFG pair)."""
+        embeds, mask, _, _ = pipeline.encode_prompt(
+            list(prompts), do_classifier_free_guidance=False, device=pipeline._execution_device,
+            clean_caption=False, max_sequence_length=max_sequence_length)
+        return Conditioning(prompt_embeds=embeds, attention_mask=mask)
+
+    def predict(self, transformer, latents, t, cond, guidance=None):
+        """ε/v prediction `(B, C, h, w)`; the learned-variance channels are dropped."""
+        b, c = latents.shape[:2]
+        t = t.expand(b) if t.ndim == 0 else t
+        out = transformer(
+            latents,
+            encoder_hidden_states=cond.prompt_embeds,
+            encoder_attention_mask=cond.attention_mask,
+            timestep=t,
+            # PixArt-Σ has no micro-conditions; the 1024-α checkpoints would need real values
+            added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+            return_dict=False,
+        )[0]
+        return out[:, :c] if out.shape[1] == 2 * c else out  # learned sigma: keep the mean
+
+    def capture_features(self, transformer, block_ids):
+        """Each listed block's hidden states `(B, N, D)` as `BlockOutput(image=...)`."""
+        refs = [self.block_by_id(transformer, b) for b in block_ids]
+        return capture_block_outputs(refs, lambda out: BlockOutput(image=out))
+
