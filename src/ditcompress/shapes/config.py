@@ -1,25 +1,26 @@
-"""Params of the shapes-world dataset (`data:` in params.yaml)."""
+"""Params of the shapes-world dataset (`data:` in params.yaml); the top-level `seed` seeds it."""
 
 from pydantic import Field, model_validator
 
+from ditcompress.shapes.vocab import check_vocabulary
 from ditcompress.utils.config import Strict
 
 
 class ShapesDataConfig(Strict):
     """Size and vocabulary of the procedural dataset."""
 
-    image_size: int = Field(32, ge=16, le=256)
+    # >= 24 so that four objects of >= 6 px (the smallest a triangle still reads as one) fit
+    image_size: int = Field(32, ge=24, le=256)
     n_train: int = Field(20000, ge=16, le=10_000_000)
     n_reference: int = Field(100, ge=4, le=100_000)
+    # GenEval prompts per task tag (GenEval itself: 80-100); repeated when the vocabulary has fewer
     prompts_per_task: int = Field(16, ge=1, le=10_000)
+    # DPG-Bench-style dense prompts (DPG-Bench itself: 1065)
+    dpg_prompts: int = Field(32, ge=1, le=10_000)
     shapes: tuple[str, ...] = ("circle", "square", "triangle")
     colors: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 
     @model_validator(mode="after")
     def _vocabulary_expresses_every_task(self):
-        # colour binding and two-object prompts need two distinct colours / classes
-        if len(set(self.shapes)) < 2:
-            raise ValueError("shapes: need at least 2 distinct shapes for two-object prompts")
-        if len(set(self.colors)) < 2:
-            raise ValueError("colors: need at least 2 distinct colours for colour binding")
+        check_vocabulary(self.shapes, self.colors)
         return self

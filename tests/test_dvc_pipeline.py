@@ -1,0 +1,95 @@
+"""End to end: the real dvc.yaml on a shrunken shapes world, in a throw-away git repository.
+
+Checks what a user relies on: `dvc repro` runs and is then up to date; `dvc exp run -S` and
+queued experiments (`dvc exp run --queue` + `dvc queue start`) log MLflow runs tagged with the
+experiment name into the store at the repository root.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The shipped params, shrunk so the whole pipeline runs in seconds (same code path).
+SHRINK = {
+    "data": {"n_train": 64, "n_reference": 8, "prompts_per_task": 2},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Recursive dict update (returns a new dict)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    """Run a command, fail the test with its output if it fails."""
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git + DVC repository holding the real pipeline files and shrunken params."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    for name in ("stages", "src"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), SHRINK)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        _run(cmd, root, env)
+    return root, env
+
+
+def _stage_runs(root: Path) -> list:
+    """All per-stage MLflow runs in the repository-root store."""
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ditcompress")
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("ditcompress.role") == "stage"]
+
+
+@pytest.mark.slow
+def test_repro_then_up_to_date(project):
+    root, env = project
+    _run(["dvc", "repro"], root, env)
+    assert "up to date" in _run(["dvc", "repro"], root, env).lower()
+    assert (root / "metrics" / "shapes_data.json").is_file()
+    assert all(r.data.tags["dvc.exp_name"] == "workspace" for r in _stage_runs(root))
+
+
+@pytest.mark.slow
+def test_experiments_log_to_root_store_with_names(project):
+    root, env = project
+    _run(["dvc", "exp", "run", "-n", "direct-exp", "-S", "data.n_train=80"], root, env)
+    _run(["dvc", "exp", "run", "--queue", "-n", "queued-exp", "-S", "seed=1"], root, env)
+    _run(["dvc", "queue", "start"], root, env)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = _run(["dvc", "queue", "status"], root, env)
+        if "Success" in status or "Failed" in status:
+            break
+        time.sleep(3)
+    assert "Success" in status, status
+    by_exp = {}
+    for run in _stage_runs(root):
+        by_exp.setdefault(run.data.tags["dvc.exp_name"], []).append(run)
+    assert {"direct-exp", "queued-exp"} <= set(by_exp)
+    assert by_exp["direct-exp"][0].data.params["data.n_train"] == "80"
+    assert by_exp["queued-exp"][0].data.params["seed"] == "1"
+    assert "queued-exp" in _run(["dvc", "exp", "show", "--no-pager"], root, env)
