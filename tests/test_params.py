@@ -41,7 +41,7 @@ def test_shipped_params_parse_and_match_file():
     [
         ("data.colour", "red", "params.yaml: data.colour: unknown key"),
         ("bogus", 1, "params.yaml: bogus: unknown key"),
-        ("data.image_size", 4, "params.yaml: data.image_size: must be >= 16 (got 4)"),
+        ("data.image_size", 4, "params.yaml: data.image_size: must be >= 24 (got 4)"),
         ("data.image_size", "big", "params.yaml: data.image_size: "),
         ("seed", -1, "params.yaml: seed: must be >= 0 (got -1)"),
         ("data.n_train", 1.5, "params.yaml: data.n_train: "),
@@ -78,4 +78,4 @@ def test_stage_exits_nonzero_with_one_line(tmp_path):
         capture_output=True, text=True,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {bad}: data.image_size: must be >= 16 (got 4)"]
+    assert proc.stderr.strip().splitlines() == [f"error: {bad}: data.image_size: must be >= 24 (got 4)"]

@@ -15,9 +15,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from ditcompress.data.config import CaptionConfig, GenerateConfig
 from ditcompress.errors import UserError
+from ditcompress.metrics.config import EvaluateConfig
 from ditcompress.shapes.config import ShapesDataConfig
 from ditcompress.utils.config import Strict
+from ditcompress.zoo.config import PretrainConfig
 
 
 class ParamsError(UserError):
@@ -43,6 +46,10 @@ class Params(Strict):
     model: ModelConfig = ModelConfig()
     tracking: TrackingConfig = TrackingConfig()
     data: ShapesDataConfig = ShapesDataConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    caption: CaptionConfig = CaptionConfig()
+    generate: GenerateConfig = GenerateConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
 
 def _format_error(err: dict[str, Any], source: str) -> str:

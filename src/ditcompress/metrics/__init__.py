@@ -7,19 +7,49 @@ with models and caches and are chosen by name (`get_evaluator`, `build_evaluator
     values = evaluate(build_evaluators(params.evaluate), generate=pipe_fn, prompts=ps, reference=ref)
 """
 
-from ditcompress.metrics.base import Evaluator, ImageSet, MetricsError
-from ditcompress.metrics.cache import EmbeddingCache, default_cache
-from ditcompress.metrics.clip import clip_score, load_clip
-from ditcompress.metrics.cmmd import cmmd
-from ditcompress.metrics.config import METRIC_NAMES, EvaluateConfig
-from ditcompress.metrics.detection import Detection, Detector
-from ditcompress.metrics.dpg import DPGPrompt, DPGQuestion, apply_hierarchy, dpg_score, load_dpg_questions
-from ditcompress.metrics.frechet import frechet_distance, frechet_distance_from_stats
-from ditcompress.metrics.geneval import (GenEvalRules, evaluate_image, geneval_results, geneval_score,
-                                         load_geneval_metadata, relative_position, select_objects)
-from ditcompress.metrics.hps import HPS_STYLES, hps_benchmark_aggregate, load_hps_prompts
-from ditcompress.metrics.images import image_set_from_folder, load_image_folder
-from ditcompress.metrics.registry import EVALUATORS, build_evaluators, evaluate, get_evaluator
+from __future__ import annotations
+
+import importlib
+
+# name -> module; imported on first use so that `import ditcompress.metrics` (e.g. for its
+# config) does not load torch and the model libraries
+_EXPORTS = {
+    "DPGPrompt": "ditcompress.metrics.dpg",
+    "DPGQuestion": "ditcompress.metrics.dpg",
+    "Detection": "ditcompress.metrics.detection",
+    "Detector": "ditcompress.metrics.detection",
+    "EVALUATORS": "ditcompress.metrics.registry",
+    "EmbeddingCache": "ditcompress.metrics.cache",
+    "EvaluateConfig": "ditcompress.metrics.config",
+    "Evaluator": "ditcompress.metrics.base",
+    "GenEvalRules": "ditcompress.metrics.geneval",
+    "HPS_STYLES": "ditcompress.metrics.hps",
+    "ImageSet": "ditcompress.metrics.base",
+    "METRIC_NAMES": "ditcompress.metrics.config",
+    "MetricsError": "ditcompress.metrics.base",
+    "apply_hierarchy": "ditcompress.metrics.dpg",
+    "build_evaluators": "ditcompress.metrics.registry",
+    "clip_score": "ditcompress.metrics.clip",
+    "cmmd": "ditcompress.metrics.cmmd",
+    "default_cache": "ditcompress.metrics.cache",
+    "dpg_score": "ditcompress.metrics.dpg",
+    "evaluate": "ditcompress.metrics.registry",
+    "evaluate_image": "ditcompress.metrics.geneval",
+    "frechet_distance": "ditcompress.metrics.frechet",
+    "frechet_distance_from_stats": "ditcompress.metrics.frechet",
+    "geneval_results": "ditcompress.metrics.geneval",
+    "geneval_score": "ditcompress.metrics.geneval",
+    "get_evaluator": "ditcompress.metrics.registry",
+    "hps_benchmark_aggregate": "ditcompress.metrics.hps",
+    "image_set_from_folder": "ditcompress.metrics.images",
+    "load_clip": "ditcompress.metrics.clip",
+    "load_dpg_questions": "ditcompress.metrics.dpg",
+    "load_geneval_metadata": "ditcompress.metrics.geneval",
+    "load_hps_prompts": "ditcompress.metrics.hps",
+    "load_image_folder": "ditcompress.metrics.images",
+    "relative_position": "ditcompress.metrics.geneval",
+    "select_objects": "ditcompress.metrics.geneval",
+}
 
 __all__ = [
     "EVALUATORS", "HPS_STYLES", "METRIC_NAMES", "DPGPrompt", "DPGQuestion", "Detection", "Detector",
@@ -29,3 +59,11 @@ __all__ = [
     "get_evaluator", "hps_benchmark_aggregate", "image_set_from_folder", "load_clip", "load_dpg_questions",
     "load_geneval_metadata", "load_hps_prompts", "load_image_folder", "relative_position", "select_objects",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -69,6 +70,14 @@ class EvaluateConfig(Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     batch_size: int = Field(32, ge=1, le=4096)
     cache_dir: str | None = None  # on-disk embedding cache (.npy); None = memory only
+    # the evaluate stage: models to render besides the teacher (name -> saved student directory)
+    students: dict[str, str] = {}
+    # reference images for CMMD / Fréchet distances; their captions are the prompts of CMMD,
+    # CLIP score and the Fréchet distances. A shapes split carries captions; an image folder or
+    # .tar shards need a caption set (`reference_captions`, the caption stage's output format)
+    reference: str = Field("data/shapes/reference", min_length=1)
+    reference_captions: str | None = None
+    reference_images: int | None = Field(None, ge=1)  # the first N reference images; None = all
     cmmd: CMMDConfig = CMMDConfig()
     fid: FIDConfig = FIDConfig()
     hps: HPSConfig = HPSConfig()
@@ -85,6 +94,16 @@ class EvaluateConfig(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"metric listed twice ({', '.join(names)})")
         return names
+
+    @field_validator("students")
+    @classmethod
+    def _student_names(cls, students: dict[str, str]) -> dict[str, str]:
+        """Student names become folder names and metric prefixes; "teacher" is taken."""
+        for name in students:
+            if name == "teacher" or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"student name {name!r} must be a folder name other than 'teacher' "
+                                 "(letters, digits, '_', '.', '-')")
+        return students
 
     @model_validator(mode="after")
     def _metric_inputs_configured(self):

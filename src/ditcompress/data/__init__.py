@@ -1,0 +1,34 @@
+"""Training data: caption real images with a VLM and generate teacher datasets (thesis 4.3).
+
+Both stages are resumable and shard their work over the processes of `accelerate launch`;
+`shards.py` holds the engine, `caption.py` / `generate.py` the stages, `sources.py` the image
+collections they read and `dataset.py` the reader of a generated dataset.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> module; imported on first use so that `import ditcompress.data` (e.g. for its
+# config) does not load torch and the model libraries
+_EXPORTS = {
+    "CaptionConfig": "ditcompress.data.config",
+    "GenerateConfig": "ditcompress.data.config",
+    "LAION_FLUX": "ditcompress.data.config",
+    "LAION_PIXART": "ditcompress.data.config",
+    "read_captions": "ditcompress.data.caption",
+    "regenerate": "ditcompress.data.generate",
+    "run_caption": "ditcompress.data.caption",
+    "run_generate": "ditcompress.data.generate",
+}
+
+__all__ = ["CaptionConfig", "GenerateConfig", "LAION_FLUX", "LAION_PIXART", "read_captions", "regenerate",
+           "run_caption", "run_generate"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,219 @@
+"""The `generate` stage: a teacher-generated training set from a caption set (thesis 4.3.1, tab. 4.3/4.4).
+
+    accelerate launch stages/generate.py   # or plain python; LAION-PixArt (100k @ 512²): GPU-days
+
+Output (`out_dir`), see `shards.py` for plan/manifest:
+
+    shards/shard-00000.tar   webdataset samples: <id>.json (prompt, seed, settings), <id>.png, <id>.txt
+    index.parquet            id, shard, offset, size, prompt, seed of every image (random access)
+
+Every image has its own seed `seed_for(cfg.seed, id)` and its own CPU `torch.Generator`, so its
+starting noise does not depend on the batch, the shard, the device or the number of processes,
+and `regenerate` can redo any single image. Each prompt is encoded once per shard (duplicates
+share one encoding) and the negative prompt once per run; the pipeline then gets embeddings only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from ditcompress.data.caption import read_captions
+from ditcompress.data.config import GenerateConfig, fingerprint
+from ditcompress.data.shards import (
+    Process, Shard, ShardedRun, add_member, atomic_write, current_process, digest_lines, plan_shards, seed_for,
+    split_member, tar_index,
+)
+from ditcompress.errors import UserError
+from ditcompress.models.base import Conditioning
+from ditcompress.utils.logging import get_logger, progress
+
+log = get_logger(__name__)
+
+SUFFIX = ".tar"
+INDEX_FILE = "index.parquet"
+GRID_IMAGES = 16
+
+
+def generation_order(ids, seed: int) -> list[str]:
+    """Ids in a seeded pseudo-random order: any prefix is a uniform subset, and shards are well mixed."""
+    return sorted(ids, key=lambda i: seed_for(seed, f"order/{i}"))
+
+
+def encode_prompts(adapter, pipeline, prompts: list[str], cfg: GenerateConfig) -> Conditioning:
+    """Conditioning for `prompts`, encoding each distinct prompt once, in batches of `batch_size`."""
+    unique = list(dict.fromkeys(prompts))
+    with torch.no_grad():  # not inference_mode: the pipeline may reuse these tensors in place
+        parts = [adapter.encode_prompts(pipeline, unique[s : s + cfg.batch_size], cfg.max_sequence_length)
+                 for s in range(0, len(unique), cfg.batch_size)]
+    cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
+    table = Conditioning(cat([p.prompt_embeds for p in parts]), cat([p.attention_mask for p in parts]),
+                         cat([p.pooled for p in parts]))
+    row = {p: i for i, p in enumerate(unique)}
+    return table.select(torch.tensor([row[p] for p in prompts], device=table.prompt_embeds.device))
+
+
+def _pipeline_inputs(family: str, cond: Conditioning, negative: Conditioning | None) -> dict:
+    """The family pipeline's keyword arguments for precomputed embeddings."""
+    if family == "pixart":
+        n = cond.prompt_embeds.shape[0]
+        return dict(prompt_embeds=cond.prompt_embeds, prompt_attention_mask=cond.attention_mask, negative_prompt=None,
+                    negative_prompt_embeds=negative.prompt_embeds.expand(n, -1, -1),
+                    negative_prompt_attention_mask=negative.attention_mask.expand(n, -1),
+                    # generate exactly height x width instead of snapping to PixArt's aspect-ratio bins
+                    use_resolution_binning=False)
+    if family == "flux":
+        # FLUX.1-dev is guidance-distilled: guidance_scale feeds its guidance embedding, no negative branch
+        return dict(prompt_embeds=cond.prompt_embeds, pooled_prompt_embeds=cond.pooled)
+    raise UserError(f"family: no generation inputs for {family!r} (known: pixart, flux)")
+
+
+def negative_conditioning(adapter, pipeline, family: str, cfg: GenerateConfig) -> Conditioning | None:
+    """The negative prompt's encoding (PixArt CFG), computed once per run."""
+    if family != "pixart":
+        return None
+    with torch.no_grad():
+        return adapter.encode_prompts(pipeline, [cfg.negative_prompt], cfg.max_sequence_length)
+
+
+def generate_images(pipeline, family: str, cond: Conditioning, negative: Conditioning | None, seeds: list[int],
+                    cfg: GenerateConfig) -> list[Image.Image]:
+    """One image per conditioning row, image i from a CPU generator seeded with `seeds[i]`."""
+    # CPU generators: the starting noise is the same on every device
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    out = pipeline(**_pipeline_inputs(family, cond, negative), height=cfg.height, width=cfg.width,
+                   num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
+                   max_sequence_length=cfg.max_sequence_length, generator=generators, output_type="pil")
+    return out.images
+
+
+def encode_image(img: Image.Image, image_format: str) -> bytes:
+    """PNG (lossless) or JPEG q95 bytes; the same pixels always give the same bytes."""
+    buf = io.BytesIO()
+    if image_format == "png":
+        img.save(buf, format="PNG")
+    else:
+        img.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def image_record(item_id: str, prompt: str, cfg: GenerateConfig, family: str, teacher: str) -> dict:
+    """What a sample's .json holds: enough to regenerate it alone."""
+    dropped = {"num_images", "shard_size", "image_format", "seed"}
+    if family != "pixart":
+        dropped.add("negative_prompt")
+    settings = {k: v for k, v in fingerprint(cfg).items() if k not in dropped}
+    return {"id": item_id, "prompt": prompt, "seed": seed_for(cfg.seed, item_id), "base_seed": cfg.seed,
+            "family": family, "teacher": teacher, **settings}
+
+
+def load_teacher(pipeline_path: str | Path, family: str, cfg: GenerateConfig, device):
+    """(adapter, pipeline on `device`) with inner progress bars off."""
+    from ditcompress.models.registry import get_adapter
+
+    adapter = get_adapter(family)
+    pipeline = adapter.load_pipeline(pipeline_path, torch_dtype=getattr(torch, cfg.torch_dtype)).to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    return adapter, pipeline
+
+
+def regenerate(record: dict, pipeline_path: str | Path, device="cpu", batch_size: int = 1) -> Image.Image:
+    """Image of one sample's .json record, generated alone."""
+    fields = {k: record[k] for k in GenerateConfig.model_fields if k in record and k != "seed"}
+    cfg = GenerateConfig.model_validate({**fields, "batch_size": batch_size})
+    adapter, pipeline = load_teacher(pipeline_path, record["family"], cfg, device)
+    negative = negative_conditioning(adapter, pipeline, record["family"], cfg)
+    cond = encode_prompts(adapter, pipeline, [record["prompt"]], cfg)
+    return generate_images(pipeline, record["family"], cond, negative, [record["seed"]], cfg)[0]
+
+
+def _write_shard(path: Path, shard: Shard, captions: dict[str, str], adapter, pipeline, negative, cfg, family,
+                 teacher, bar) -> None:
+    """Generate a shard's images batch by batch, streaming them into its tar."""
+    prompts = [captions[i] for i in shard.ids]
+    cond = encode_prompts(adapter, pipeline, prompts, cfg)
+    with atomic_write(path) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for s in range(0, len(shard.ids), cfg.batch_size):
+            ids = shard.ids[s : s + cfg.batch_size]
+            images = generate_images(pipeline, family, cond.select(slice(s, s + len(ids))), negative,
+                                     [seed_for(cfg.seed, i) for i in ids], cfg)
+            for item_id, img in zip(ids, images):
+                record = image_record(item_id, captions[item_id], cfg, family, teacher)
+                add_member(tar, f"{item_id}.json", json.dumps(record, ensure_ascii=False).encode())
+                add_member(tar, f"{item_id}.{cfg.image_format}", encode_image(img, cfg.image_format))
+                add_member(tar, f"{item_id}.txt", captions[item_id].encode())
+            bar.update(len(ids))
+
+
+def _write_index(run: ShardedRun, done: list[Shard], image_format: str) -> dict:
+    """index.parquet over the complete shards: where each image lies, with its prompt and seed."""
+    cols: dict[str, list] = {"id": [], "shard": [], "offset": [], "size": [], "prompt": [], "seed": []}
+    for shard in done:
+        path = run.path(shard)
+        members = tar_index(path)
+        with tarfile.open(path, "r:") as tar:
+            records = {split_member(m.name)[0]: json.load(tar.extractfile(m)) for m in tar if m.name.endswith(".json")}
+        for item_id in shard.ids:
+            offset, size = members[item_id][image_format]
+            for key, value in zip(cols, (item_id, path.name, offset, size, records[item_id]["prompt"],
+                                         records[item_id]["seed"])):
+                cols[key].append(value)
+    with atomic_write(run.out_dir / INDEX_FILE) as f:
+        pq.write_table(pa.table(cols), f)
+    return {"images": len(cols["id"])}
+
+
+def run_generate(cfg: GenerateConfig, captions_dir: str | Path, pipeline_path: str | Path, family: str,
+                 out_dir: str | Path, tracker=None, *, process: Process | None = None,
+                 restart_if_changed: bool = False) -> dict:
+    """Generate the teacher dataset into `out_dir`, resuming what exists; summary metrics on the main process."""
+    t0 = time.perf_counter()
+    process = process or current_process()
+    captions = read_captions(captions_dir)
+    if cfg.num_images is not None and cfg.num_images > len(captions):
+        raise UserError(f"generate.num_images: {cfg.num_images} but {captions_dir} has {len(captions)} captions")
+    ids = generation_order(captions, cfg.seed)[: cfg.num_images]
+    teacher = str(pipeline_path)
+    settings = {**fingerprint(cfg), "family": family, "teacher": teacher}
+    run = ShardedRun(out_dir, "generate", settings, plan_shards(ids, cfg.shard_size), SUFFIX,
+                     digest_lines(f"{i}\t{captions[i]}" for i in ids), process, restart_if_changed)
+    mine = run.start()
+    if mine:
+        adapter, pipeline = load_teacher(pipeline_path, family, cfg, process.device)
+        negative = negative_conditioning(adapter, pipeline, family, cfg)
+        bar = progress(total=sum(len(s.ids) for s in mine), desc="generate", unit="img")
+        for k, shard in enumerate(mine, start=1):
+            _write_shard(run.path(shard), shard, captions, adapter, pipeline, negative, cfg, family, teacher, bar)
+            if tracker is not None and process.is_main_process:
+                tracker.log_metrics({"generate/images_per_s": bar.n / (time.perf_counter() - t0)}, step=k)
+        bar.close()
+    manifest = run.finish(lambda done: _write_index(run, done, cfg.image_format))
+    if manifest is None:
+        return {}
+    seconds = time.perf_counter() - t0
+    metrics = {"images": manifest["images"], "new_images": manifest["new_items"], "shards": manifest["complete_shards"],
+               "images_per_s": manifest["new_items"] / seconds, "seconds": seconds}
+    if tracker is not None and manifest["shards"]:
+        _log_grid(tracker, run.out_dir, cfg.image_format)
+    log.info("generate: %d images (%d new, %.2f img/s) -> %s", metrics["images"], metrics["new_images"],
+             metrics["images_per_s"], run.out_dir)
+    return metrics
+
+
+def _log_grid(tracker, out_dir: Path, image_format: str) -> None:
+    """The first images of the dataset with their prompts."""
+    from ditcompress.data.dataset import TeacherDataset
+    from ditcompress.utils.grid import sample_grid
+
+    data = TeacherDataset(out_dir, check_complete=False)
+    samples = [data[i] for i in range(min(GRID_IMAGES, len(data)))]
+    tracker.log_image(sample_grid([s["image"] for s in samples], [s["prompt"][:200] for s in samples]),
+                      "generate_samples.png")

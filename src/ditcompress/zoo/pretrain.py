@@ -1,0 +1,160 @@
+"""Pretrain stage: build and train the tiny model zoo of the shapes world, save it in the hub layout.
+
+    dvc repro pretrain        # ~15 min on an idle 2-core CPU with the default step counts
+
+Order: tokenizers and the frozen T5 (seconds), the PixArt VAE (4 channels) and the Flux VAE (16),
+CLIP (its text tower becomes Flux's CLIP text encoder), the PixArt teacher, the Flux teacher.
+Written under `out_dir`:
+
+    pixart/    PixArtSigmaPipeline (transformer, vae, text_encoder, tokenizer, scheduler)
+    flux/      FluxPipeline (+ text_encoder_2, tokenizer_2)
+    clip/      CLIPModel + CLIPProcessor (CLIP score, CMMD)
+    samples/   pixart.png, flux.png: each teacher on GenEval prompts of every task
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ditcompress.models.presets import get_preset
+from ditcompress.models.registry import get_adapter
+from ditcompress.shapes.dataset import load_split, read_geneval_metadata
+from ditcompress.shapes.prompts import GENEVAL_TAGS
+from ditcompress.shapes.truth import scene_satisfies
+from ditcompress.utils.grid import sample_grid
+from ditcompress.utils.logging import get_logger
+from ditcompress.zoo import clip as clip_lib
+from ditcompress.zoo.common import images_to_tensor, tensor_to_images
+from ditcompress.zoo.config import PretrainConfig
+from ditcompress.zoo.pipelines import flux_pipeline, generate, pixart_pipeline, save_pipeline
+from ditcompress.zoo.teacher import TeacherData, build_flux_transformer, build_pixart_transformer, train_teacher
+from ditcompress.zoo.text import build_clip_tokenizer, build_t5_encoder, build_t5_tokenizer, caption_vocabulary
+from ditcompress.zoo.vae import build_vae, encode_modes, normalise_latents, set_latent_scaling, train_vae
+
+log = get_logger(__name__)
+
+# one independent random stream per component: retuning one leaves the others' initialisation alone
+STREAMS = {"t5": 0, "vae_pixart": 1, "vae_flux": 2, "clip": 3, "pixart": 4, "flux": 5, "samples": 6}
+LATENT_CHANNELS = {"pixart": 4, "flux": 16}  # as PixArt-Σ's SDXL VAE and FLUX.1's VAE
+
+
+def stream_seed(seed: int, name: str) -> int:
+    """Seed of one component's random stream."""
+    return seed * 100 + STREAMS[name]
+
+
+def _vae(cfg: PretrainConfig, family: str, pixels: torch.Tensor, truth: torch.Tensor, seed: int, tracker):
+    """Train one VAE; returns it with the teacher-space latents of `pixels` and its figures."""
+    name = f"vae_{family}"
+    vae = build_vae(cfg.vae, LATENT_CHANNELS[family], pixels.shape[-1], stream_seed(seed, name))
+    stats = train_vae(vae, pixels, cfg.vae, stream_seed(seed, name), tracker, name)
+    modes = encode_modes(vae, pixels)
+    set_latent_scaling(vae, modes, shift=family == "flux")  # the Flux pipeline adds shift_factor back
+    with torch.no_grad():
+        rec = vae.decode(encode_modes(vae, truth)).sample
+    stats["recon_l1_uint8"] = float(np.abs(tensor_to_images(rec).astype(float) - tensor_to_images(truth)).mean())
+    stats["scaling_factor"] = vae.config.scaling_factor
+    return vae, normalise_latents(vae, modes), stats
+
+
+def _clip(cfg: PretrainConfig, tokenizer, train, truth, seed: int, tracker):
+    """Train CLIP; figures include how often an image's caption beats a wrong one."""
+    size = train.images.shape[1]
+    model = clip_lib.build_clip(cfg.clip, tokenizer, size, stream_seed(seed, "clip"))
+    processor = clip_lib.build_clip_processor(tokenizer, size)
+    stats = clip_lib.train_clip(model, processor, train.images, train.captions, cfg.clip,
+                                stream_seed(seed, "clip"), tracker)
+    mismatched = np.array([[not scene_satisfies(scene, item) for item in truth.items] for scene in truth.scenes])
+    stats["ranking_accuracy"] = clip_lib.caption_ranking_accuracy(model, processor, truth.images, truth.captions,
+                                                                  mismatched)
+    return model, processor, stats
+
+
+def _teacher(family: str, cfg: PretrainConfig, pipeline, latents, captions: list[str], seed: int, tracker):
+    """Train the pipeline's transformer through the family adapter; the EMA weights replace it."""
+    adapter = get_adapter(family)
+    tcfg = cfg.pixart if family == "pixart" else cfg.flux
+    unique = sorted(set(captions))
+    row = {c: i for i, c in enumerate(unique)}
+    with torch.no_grad():
+        bank = adapter.encode_prompts(pipeline, unique, cfg.text.max_length)
+        empty = adapter.encode_prompts(pipeline, [""], cfg.text.max_length)
+    data = TeacherData(latents, bank, torch.tensor([row[c] for c in captions]), empty)
+    if family == "pixart":
+        objective = adapter.objective(pipeline.scheduler.config)
+    else:
+        objective = adapter.objective(pipeline.scheduler.config, weighting=cfg.flux.sigma_weighting)
+    # Flux's guidance embedding sees the adapter's default scale (3.5) throughout: the teacher is
+    # not guidance-distilled, so guidance_scale is inert; CFG dropout makes true_cfg_scale work
+    ema, stats = train_teacher(adapter, objective, pipeline.transformer, data, tcfg, stream_seed(seed, family),
+                               tracker=tracker, name=family)
+    pipeline.transformer = ema
+    stats["params"] = sum(p.numel() for p in ema.parameters())
+    return stats
+
+
+def _grid(family: str, pipeline, items: list[dict], per_task: int, image_size: int, seed: int):
+    """Teacher samples for the first `per_task` GenEval prompts of each tag, with the preset's sampler."""
+    preset = get_preset(f"shapes-{family}")
+    picked = [it for tag in GENEVAL_TAGS for it in [i for i in items if i["tag"] == tag][:per_task]]
+    prompts = [it["prompt"] for it in picked]
+    images = generate(pipeline, prompts, resolution=image_size, steps=preset.num_inference_steps,
+                      guidance=preset.guidance_scale, max_sequence_length=preset.max_sequence_length,
+                      seed=stream_seed(seed, "samples"))
+    return sample_grid(images, prompts, ncol=per_task)
+
+
+def run_pretrain(cfg: PretrainConfig, data_dir: Path, out_dir: Path, seed: int, tracker=None) -> dict:
+    """Build, train and save the zoo under `out_dir`; returns the figures of every component."""
+    torch.set_num_threads(cfg.threads)
+    start = time.perf_counter()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    train = load_split(data_dir / "train")
+    truth = load_split(data_dir / "eval" / "geneval_truth")
+    items = read_geneval_metadata(data_dir / "eval" / "geneval_metadata.jsonl")
+    dpg_dir = data_dir / "eval" / "dpg_truth"  # DPG-style prompts must tokenize word by word too
+    dpg = load_split(dpg_dir).captions if (dpg_dir / "metadata.jsonl").is_file() else []
+    all_captions = train.captions + truth.captions + dpg + [it["prompt"] for it in items]
+    size = train.images.shape[1]
+
+    t5_tokenizer = build_t5_tokenizer(caption_vocabulary(all_captions), cfg.text.max_length)
+    t5 = build_t5_encoder(cfg.text, len(t5_tokenizer), stream_seed(seed, "t5"))
+    clip_tokenizer = build_clip_tokenizer(all_captions, cfg.clip.max_length)
+    pixels, truth_pixels = images_to_tensor(train.images), images_to_tensor(truth.images)
+
+    metrics: dict = {}
+    vae_px, latents_px, metrics["vae_pixart"] = _vae(cfg, "pixart", pixels, truth_pixels, seed, tracker)
+    vae_fx, latents_fx, metrics["vae_flux"] = _vae(cfg, "flux", pixels, truth_pixels, seed, tracker)
+    del pixels
+
+    clip, processor, metrics["clip"] = _clip(cfg, clip_tokenizer, train, truth, seed, tracker)
+    clip.save_pretrained(out_dir / "clip")
+    processor.save_pretrained(out_dir / "clip")
+
+    latent_size = latents_px.shape[-1]
+    pipelines = {
+        "pixart": pixart_pipeline(
+            build_pixart_transformer(cfg.pixart, LATENT_CHANNELS["pixart"], latent_size, cfg.text.width,
+                                     stream_seed(seed, "pixart")),
+            vae_px, t5, t5_tokenizer, cfg.pixart.prediction_type, cfg.pixart.beta_schedule),
+        "flux": flux_pipeline(
+            build_flux_transformer(cfg.flux, LATENT_CHANNELS["flux"], cfg.text.width, cfg.clip.width,
+                                   stream_seed(seed, "flux")),
+            vae_fx, clip_lib.clip_text_encoder(clip), clip_tokenizer, t5, t5_tokenizer),
+    }
+    for family, latents in (("pixart", latents_px), ("flux", latents_fx)):
+        pipe = pipelines[family]
+        metrics[family] = _teacher(family, cfg, pipe, latents, train.captions, seed, tracker)
+        save_pipeline(pipe, out_dir / family)
+        grid = _grid(family, pipe, items, cfg.grid_prompts_per_task, size, seed)
+        (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        grid.save(out_dir / "samples" / f"{family}.png")
+        if tracker is not None:
+            tracker.log_image(grid, f"samples_{family}.png")
+    metrics["seconds_total"] = time.perf_counter() - start
+    log.info("pretrain: zoo written to %s in %.1f min", out_dir, metrics["seconds_total"] / 60)
+    return metrics

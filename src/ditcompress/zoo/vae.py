@@ -1,0 +1,90 @@
+"""The tiny `AutoencoderKL` of the shapes world: 4x down-sampling, 4 (PixArt) or 16 (Flux) channels.
+
+Trained with an L1 reconstruction loss and a small KL term (LDM's weighting: KL summed per
+image against the per-image sum of pixel errors). Afterwards `scaling_factor` (and for Flux
+`shift_factor`) are set from the latent statistics, as the real VAE configs carry them, so the
+teachers see unit-variance latents: z = (mode - shift) · scale.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL
+
+from ditcompress.utils.logging import get_logger
+from ditcompress.zoo.common import Stopwatch, warmup_cosine
+from ditcompress.zoo.config import VaeConfig
+
+log = get_logger(__name__)
+
+
+def build_vae(cfg: VaeConfig, latent_channels: int, image_size: int, seed: int) -> AutoencoderKL:
+    """A seeded untrained VAE; `len(cfg.channels) - 1` halvings of the resolution."""
+    n = len(cfg.channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=tuple(cfg.channels),
+            layers_per_block=cfg.layers_per_block,
+            latent_channels=latent_channels,
+            norm_num_groups=cfg.norm_groups,
+            sample_size=image_size,
+            mid_block_add_attention=cfg.mid_attention,
+            force_upcast=False,
+        )
+
+
+def vae_loss(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, generator: torch.Generator) -> tuple:
+    """(loss, L1 per pixel) for a pixel batch `(B, 3, H, W)` in [-1, 1]."""
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.sample(generator=generator)).sample
+    l1 = (rec - x).abs().mean()
+    kl = post.kl().mean() / x[0].numel()  # per image, in units of the per-pixel L1 (LDM weighting)
+    return l1 + kl_weight * kl, l1
+
+
+def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, cfg: VaeConfig, seed: int,
+              tracker=None, name: str = "vae") -> dict:
+    """Train on `pixels` `(N, 3, H, W)` in [-1, 1]; returns timing and the final L1."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = warmup_cosine(opt, warmup=min(50, cfg.steps // 10), total=cfg.steps)
+    vae.train()
+    clock, running = Stopwatch(), None
+    for step in range(cfg.steps):
+        idx = torch.randint(len(pixels), (cfg.batch_size,), generator=g)
+        loss, l1 = vae_loss(vae, pixels[idx], cfg.kl_weight, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running = l1.item() if running is None else 0.98 * running + 0.02 * l1.item()
+        if tracker is not None and (step % 50 == 0 or step == cfg.steps - 1):
+            tracker.log_metrics({f"{name}/l1": running}, step=step)
+    vae.eval()
+    log.info("%s: %d steps in %.0f s (%.2f steps/s), L1 %.4f", name, cfg.steps, clock.seconds,
+             clock.rate(cfg.steps), running)
+    return {"l1": running, "seconds": clock.seconds, "steps_per_s": clock.rate(cfg.steps)}
+
+
+@torch.no_grad()
+def encode_modes(vae: AutoencoderKL, pixels: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Posterior means `(N, C, h, w)` of a pixel set, unnormalised."""
+    return torch.cat([vae.encode(pixels[i : i + batch]).latent_dist.mode() for i in range(0, len(pixels), batch)])
+
+
+def set_latent_scaling(vae: AutoencoderKL, modes: torch.Tensor, shift: bool) -> None:
+    """Store `scaling_factor = 1/std` (and `shift_factor = mean` when `shift`) in the VAE config."""
+    mean = modes.mean().item() if shift else 0.0
+    std = (modes - mean).pow(2).mean().sqrt().item()
+    vae.register_to_config(scaling_factor=1.0 / std, shift_factor=mean if shift else None)
+
+
+def normalise_latents(vae: AutoencoderKL, modes: torch.Tensor) -> torch.Tensor:
+    """Teacher-space latents: (mode - shift) · scale, as the pipelines undo before decoding."""
+    shift = vae.config.shift_factor or 0.0
+    return (modes - shift) * vae.config.scaling_factor

@@ -1,0 +1,77 @@
+"""The pretrain stage end to end on the shrunken config: layout, stock loaders, determinism."""
+
+import json
+
+import pytest
+import torch
+from diffusers import FluxPipeline, PixArtSigmaPipeline
+from safetensors.torch import load_file
+from transformers import CLIPModel, CLIPProcessor
+
+from ditcompress.models.registry import get_adapter
+from ditcompress.zoo.pretrain import run_pretrain
+
+from .conftest import shrink
+
+
+class Recorder:
+    """Tracker stand-in that keeps what it is given."""
+
+    def __init__(self):
+        self.metrics, self.images = [], {}
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((step, dict(metrics)))
+
+    def log_image(self, image, name):
+        self.images[name] = image
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, shapes_dir):
+    """(out_dir, metrics, tracker) of one shrunken pretrain run."""
+    torch.set_num_threads(1)
+    out, tracker = tmp_path_factory.mktemp("zoo") / "models", Recorder()
+    return out, run_pretrain(shrink(), shapes_dir, out, seed=0, tracker=tracker), tracker
+
+
+def test_layout_and_figures(zoo):
+    out, metrics, tracker = zoo
+    assert json.loads((out / "pixart" / "model_index.json").read_text())["_class_name"] == "PixArtSigmaPipeline"
+    index = json.loads((out / "flux" / "model_index.json").read_text())
+    assert index["_class_name"] == "FluxPipeline" and index["tokenizer_2"] == ["transformers", "T5Tokenizer"]
+    assert {"pixart", "flux", "vae_pixart", "vae_flux", "clip"} <= set(metrics)
+    assert 0.0 <= metrics["clip"]["ranking_accuracy"] <= 1.0
+    assert set(tracker.images) == {"samples_pixart.png", "samples_flux.png"}
+    assert (out / "samples" / "pixart.png").is_file() and (out / "samples" / "flux.png").is_file()
+    assert any("pixart/loss" in m for _, m in tracker.metrics)
+
+
+@pytest.mark.parametrize("family,cls", [("pixart", PixArtSigmaPipeline), ("flux", FluxPipeline)])
+def test_stock_loaders_and_adapter_load_the_teachers(zoo, family, cls):
+    out, _, _ = zoo
+    pipe = cls.from_pretrained(out / family)
+    adapter = get_adapter(family)
+    strict = adapter.load_transformer(out / family)  # raises on any missing or unexpected weight
+    sd = pipe.transformer.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in strict.state_dict().items())
+    cond = adapter.encode_prompts(pipe, ["a photo of a red circle"], 16)
+    assert cond.prompt_embeds.shape[-1] == pipe.text_encoder.config.d_model if family == "pixart" else True
+    vae = pipe.vae.config
+    assert vae.latent_channels == (4 if family == "pixart" else 16) and (vae.shift_factor is None) == (family == "pixart")
+
+
+def test_clip_directory_loads(zoo):
+    out, _, _ = zoo
+    model, processor = CLIPModel.from_pretrained(out / "clip"), CLIPProcessor.from_pretrained(out / "clip")
+    assert model.config.vision_config.image_size == processor.image_processor.crop_size["height"] == 24
+
+
+def test_same_seed_same_zoo(zoo, tmp_path, shapes_dir):
+    out, _, _ = zoo
+    again = tmp_path / "models"
+    run_pretrain(shrink(), shapes_dir, again, seed=0)
+    for part in ("pixart/transformer", "flux/transformer", "pixart/vae", "flux/text_encoder"):
+        (a,), (b,) = (sorted((d / part).glob("*.safetensors")) for d in (out, again))
+        wa, wb = load_file(a), load_file(b)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), part

@@ -1,0 +1,56 @@
+"""The tiny VAE: trains, stores its latent statistics in the config, reloads exactly."""
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+
+from ditcompress.shapes.dataset import load_split
+from ditcompress.zoo.common import images_to_tensor, tensor_to_images
+from ditcompress.zoo.vae import build_vae, encode_modes, normalise_latents, set_latent_scaling, train_vae
+
+
+def test_pixel_conversion_round_trips():
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    x = images_to_tensor(images)
+    assert x.shape == (3, 3, 8, 8) and x.min() >= -1 and x.max() <= 1
+    np.testing.assert_array_equal(tensor_to_images(x), images)
+
+
+def test_training_lowers_reconstruction_error(tiny_cfg, shapes_dir):
+    pixels = images_to_tensor(load_split(shapes_dir / "train").images)
+    cfg = tiny_cfg.vae.model_copy(update={"steps": 30})
+    vae = build_vae(cfg, 4, pixels.shape[-1], seed=0)
+    with torch.no_grad():
+        before = (vae.decode(encode_modes(vae, pixels)).sample - pixels).abs().mean()
+    train_vae(vae, pixels, cfg, seed=0)
+    with torch.no_grad():
+        after = (vae.decode(encode_modes(vae, pixels)).sample - pixels).abs().mean()
+    assert after < 0.7 * before
+
+
+def test_scaling_makes_latents_standard(tiny_cfg, shapes_dir):
+    pixels = images_to_tensor(load_split(shapes_dir / "train").images)
+    for channels, shift in ((4, False), (16, True)):
+        vae = build_vae(tiny_cfg.vae, channels, pixels.shape[-1], seed=0)
+        with torch.no_grad():
+            modes = encode_modes(vae, pixels)
+        set_latent_scaling(vae, modes, shift=shift)
+        z = normalise_latents(vae, modes)
+        assert (vae.config.shift_factor is not None) == shift
+        torch.testing.assert_close(z.pow(2).mean() if not shift else z.var(correction=0), torch.tensor(1.0))
+        if shift:
+            torch.testing.assert_close(z.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+
+
+def test_reload_gives_identical_outputs(tiny_cfg, tmp_path):
+    x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    vae = build_vae(tiny_cfg.vae, 4, 24, seed=0)
+    vae.register_to_config(scaling_factor=0.5)
+    vae.save_pretrained(tmp_path)
+    fresh = build_vae(tiny_cfg.vae, 4, 24, seed=1)
+    loaded = AutoencoderKL.from_pretrained(tmp_path)
+    with torch.no_grad():
+        ref = vae.decode(encode_modes(vae, x)).sample
+        assert not torch.allclose(fresh.decode(encode_modes(fresh, x)).sample, ref)
+        torch.testing.assert_close(loaded.decode(encode_modes(loaded, x)).sample, ref, rtol=0, atol=0)
+    assert loaded.config.scaling_factor == 0.5 and list(loaded.config.block_out_channels) == [8, 8, 8]
