@@ -5,6 +5,7 @@ queued experiments (`dvc exp run --queue` + `dvc queue start`) log MLflow runs t
 experiment name into the store at the repository root.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,10 +19,26 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The shipped params, shrunk so the whole pipeline runs in seconds (same code path).
+# The shipped params, shrunk so the whole pipeline runs in seconds (same code path): a tiny
+# dataset, a zoo of one- and two-block models trained for a few steps, 40 generated images.
 SHRINK = {
-    "data": {"n_train": 64, "n_reference": 8, "prompts_per_task": 2},
+    "data": {"n_train": 64, "n_reference": 8, "prompts_per_task": 2, "dpg_prompts": 2},
+    "pretrain": {
+        "threads": 1,
+        "text": {"width": 16, "heads": 2, "layers": 1},
+        "vae": {"channels": [8, 8], "norm_groups": 4, "steps": 4, "batch_size": 8},
+        "clip": {"width": 16, "heads": 2, "layers": 1, "projection_dim": 16, "steps": 4, "batch_size": 16,
+                 "warmup_steps": 1},
+        "pixart": {"layers": 2, "heads": 2, "head_dim": 8, "steps": 4, "batch_size": 8, "warmup_steps": 1},
+        "flux": {"double_layers": 1, "single_layers": 1, "heads": 2, "head_dim": 8, "axes_dims_rope": [2, 2, 4],
+                 "steps": 4, "batch_size": 8, "warmup_steps": 1},
+        "grid_prompts_per_task": 1,
+    },
+    "caption": {"shard_size": 16},
+    "generate": {"num_images": 40, "num_inference_steps": 4, "shard_size": 16, "batch_size": 8},
+    "evaluate": {"geneval": {"images_per_prompt": 1}},
 }
+STAGES = ("shapes_data", "pretrain", "caption", "generate", "evaluate")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -69,7 +86,13 @@ def test_repro_then_up_to_date(project):
     root, env = project
     _run(["dvc", "repro"], root, env)
     assert "up to date" in _run(["dvc", "repro"], root, env).lower()
-    assert (root / "metrics" / "shapes_data.json").is_file()
+    for stage in STAGES:
+        assert (root / "metrics" / f"{stage}.json").is_file(), stage
+    evaluate = json.loads((root / "metrics" / "evaluate.json").read_text())
+    assert 0.0 <= evaluate["teacher"]["geneval/overall"] <= 1.0
+    assert evaluate["teacher"]["cmmd"] > 0
+    generate = json.loads((root / "metrics" / "generate.json").read_text())
+    assert generate["images"] == 40
     assert all(r.data.tags["dvc.exp_name"] == "workspace" for r in _stage_runs(root))
 
 

@@ -149,3 +149,35 @@ def test_resuming_with_other_settings_is_an_error(caption_set, tiny_pixart, tmp_
     with pytest.raises(UserError, match="num_images: 11 but .* has 10 captions"):
         run_generate(small.model_copy(update={"num_images": 11}), caption_set, tiny_pixart, "pixart", tmp_path,
                      process=LocalProcess())
+
+
+def test_stage_mode_starts_over_when_settings_change(caption_set, tiny_pixart, tmp_path):
+    """What `dvc exp run -S generate....` relies on: other settings replace the old dataset."""
+    small = CFG.model_copy(update={"num_images": 2, "num_inference_steps": 1})
+    run_generate(small, caption_set, tiny_pixart, "pixart", tmp_path, process=LocalProcess())
+    other = small.model_copy(update={"num_images": 4, "num_inference_steps": 2})
+    metrics = run_generate(other, caption_set, tiny_pixart, "pixart", tmp_path, process=LocalProcess(),
+                           restart_if_changed=True)
+    assert metrics["images"] == 4 and metrics["new_images"] == 4
+    assert len(TeacherDataset(tmp_path)) == 4
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["settings"]["num_inference_steps"] == 2
+    # same settings again: nothing is regenerated
+    again = run_generate(other, caption_set, tiny_pixart, "pixart", tmp_path, process=LocalProcess(),
+                         restart_if_changed=True)
+    assert again["new_images"] == 0 and again["images"] == 4
+
+
+def test_unset_inference_settings_come_from_the_preset():
+    from ditcompress.data.config import for_preset
+    from ditcompress.models.presets import get_preset
+    from ditcompress.params import parse_params
+
+    flux = get_preset("flux-dev")
+    cfg = for_preset(parse_params({"generate": {"num_inference_steps": 7}}).generate, flux)
+    assert (cfg.height, cfg.width, cfg.guidance_scale, cfg.max_sequence_length) == (1024, 1024, 3.5, 512)
+    assert cfg.num_images == 190_000 and cfg.torch_dtype == "bfloat16"
+    assert cfg.num_inference_steps == 7  # set in params: wins over the preset's 50
+    shapes = for_preset(parse_params({}).generate, get_preset("shapes-pixart"))
+    assert (shapes.height, shapes.num_images, shapes.torch_dtype, shapes.max_sequence_length) == (32, 1000, "float32",
+                                                                                                   16)

@@ -1,0 +1,138 @@
+"""The evaluate stage's library: benchmark images rendered resumably per model, then scored.
+
+A tiny shapes world and a tiny zoo (one- and two-block models trained for a few steps, saved in
+the hub layout by the real pretrain code) stand in for the default run.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ditcompress.metrics import get_evaluator
+from ditcompress.metrics.benchmark import image_path, model_digest, run_evaluate
+from ditcompress.params import parse_params
+from ditcompress.shapes.dataset import build_dataset
+
+DATA = {"image_size": 32, "n_train": 48, "n_reference": 6, "prompts_per_task": 1, "dpg_prompts": 2}
+TINY_ZOO = {
+    "threads": 1,
+    "text": {"width": 16, "heads": 2, "layers": 1},
+    "vae": {"channels": [8, 8], "norm_groups": 4, "steps": 2, "batch_size": 8},
+    "clip": {"width": 16, "heads": 2, "layers": 1, "projection_dim": 16, "steps": 2, "batch_size": 16,
+             "warmup_steps": 1},
+    "pixart": {"layers": 3, "heads": 2, "head_dim": 8, "steps": 2, "batch_size": 8, "warmup_steps": 1},
+    "flux": {"double_layers": 1, "single_layers": 1, "heads": 2, "head_dim": 8, "axes_dims_rope": [2, 2, 4],
+             "steps": 2, "batch_size": 8, "warmup_steps": 1},
+    "grid_prompts_per_task": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(repo-like root with data/shapes and models/shapes, params dict) built once."""
+    from ditcompress.zoo.config import PretrainConfig
+    from ditcompress.zoo.pretrain import run_pretrain
+
+    root = tmp_path_factory.mktemp("world")
+    params = parse_params({"data": DATA, "pretrain": TINY_ZOO})
+    build_dataset(params.data, 0, root / "data" / "shapes", progress=False)
+    threads = torch.get_num_threads()
+    run_pretrain(PretrainConfig.model_validate(TINY_ZOO), root / "data" / "shapes", root / "models" / "shapes", 0)
+    torch.set_num_threads(threads)
+    raw = {
+        "data": DATA,
+        "generate": {"num_inference_steps": 3, "batch_size": 5},
+        "evaluate": {"metrics": ["cmmd", "clip_score", "geneval", "dpg"], "device": "cpu",
+                     "clip_path": "models/shapes/clip", "geneval": {"images_per_prompt": 2}},
+    }
+    return root, raw
+
+
+def _params(raw, **sections):
+    out = json.loads(json.dumps(raw))
+    for key, value in sections.items():
+        out[key] = {**out.get(key, {}), **value}
+    return parse_params(out)
+
+
+def _pixels(folder):
+    return {p.relative_to(folder).as_posix(): np.asarray(Image.open(p)) for p in sorted(folder.rglob("*.png"))}
+
+
+def test_renders_each_group_then_only_what_is_missing(world, monkeypatch):
+    root, raw = world
+    monkeypatch.chdir(root)
+    params = _params(raw)
+    values = run_evaluate(params, "data/eval")["teacher"]
+    folder = root / "data" / "eval" / "teacher"
+    counts = {g: len(list((folder / g).glob("*.png"))) for g in ("prompts", "geneval", "dpg")}
+    assert counts == {"prompts": 6, "geneval": 6 * 1 * 2, "dpg": 2}
+    assert {"cmmd", "clip_score", "geneval/overall", "dpg/overall"} <= set(values)
+
+    # the scores are those of the evaluators on the rendered folders
+    ev = get_evaluator("geneval", metadata="data/shapes/eval/geneval_metadata.jsonl", images_per_prompt=2,
+                       device="cpu")
+    direct = ev.run([np.asarray(Image.open(image_path(folder, "geneval", i)).convert("RGB")) for i in range(12)])
+    assert values["geneval/overall"] == pytest.approx(direct["geneval/overall"])
+
+    before = _pixels(folder)
+    stamp = {p: os.stat(folder / p).st_mtime_ns for p in before}
+    (folder / "geneval" / "00003.png").unlink()
+    again = run_evaluate(params, "data/eval")["teacher"]
+    after = _pixels(folder)
+    assert after.keys() == before.keys()
+    assert all(np.array_equal(after[p], before[p]) for p in before)  # same seed per image, any batch
+    rewritten = [p for p in before if os.stat(folder / p).st_mtime_ns != stamp.get(p)]
+    assert rewritten == ["geneval/00003.png"]
+    assert again == pytest.approx(values)
+
+
+def test_other_sampler_settings_render_anew(world, monkeypatch):
+    root, raw = world
+    monkeypatch.chdir(root)
+    run_evaluate(_params(raw), "data/eval_steps")
+    folder = root / "data" / "eval_steps" / "teacher"
+    first = _pixels(folder)
+    run_evaluate(_params(raw, generate={"num_inference_steps": 2}), "data/eval_steps")
+    second = _pixels(folder)
+    assert first.keys() == second.keys()
+    assert any(not np.array_equal(first[p], second[p]) for p in first)
+    assert json.loads((folder / "settings.json").read_text())["sampler"]["num_inference_steps"] == 2
+
+
+def test_students_render_in_the_teacher_pipeline(world, monkeypatch):
+    from ditcompress.compress import remove_blocks
+    from ditcompress.compress.student import save_student
+    from ditcompress.models.registry import get_adapter
+
+    root, raw = world
+    monkeypatch.chdir(root)
+    adapter = get_adapter("pixart")
+    teacher = adapter.load_pipeline("models/shapes/pixart").transformer
+    student, record = remove_blocks(teacher, ["1"])
+    save_student(student, root / "students" / "drop1", record)
+    params = _params(raw, evaluate={"students": {"drop1": "students/drop1"}, "metrics": ["geneval"]})
+    results = run_evaluate(params, "data/eval_students")
+    assert set(results) == {"teacher", "drop1"}
+    t, s = (_pixels(root / "data" / "eval_students" / m) for m in ("teacher", "drop1"))
+    assert t.keys() == s.keys() and any(not np.array_equal(t[p], s[p]) for p in t)
+
+
+def test_model_digest_follows_weights(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "w.safetensors").write_bytes(b"1234")
+    first = model_digest(tmp_path)
+    (tmp_path / "w.safetensors").write_bytes(b"1235")
+    assert model_digest(tmp_path) != first
+    assert model_digest("org/model") == "org/model"
+
+
+def test_bad_student_name_is_one_line_error():
+    from ditcompress.params import ParamsError
+
+    with pytest.raises(ParamsError, match=r"^params.yaml: evaluate.students: .*'teacher'"):
+        parse_params({"evaluate": {"students": {"teacher": "x"}}})
