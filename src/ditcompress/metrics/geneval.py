@@ -27,6 +27,7 @@ import numpy as np
 from ditcompress.metrics.base import Evaluator, MetricsError, as_image_list, check_count, resolve_device
 from ditcompress.metrics.cache import EmbeddingCache, default_cache
 from ditcompress.metrics.detection import Detection, Detector
+from ditcompress.metrics.position import relative_position
 
 GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 GENEVAL_COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
@@ -73,28 +74,6 @@ def select_objects(detections: Sequence[Detection], tag: str, rules: GenEvalRule
         if chosen:
             kept[label] = chosen
     return kept
-
-
-def relative_position(box_a, box_b, position_threshold: float = 0.1) -> set[str]:
-    """Relations of box A relative to box B ("left of", "right of", "above", "below")."""
-    boxes = np.array([box_a[:4], box_b[:4]], dtype=np.float64).reshape(2, 2, 2)
-    center_a, center_b = boxes.mean(axis=-2)
-    dim_a, dim_b = np.abs(np.diff(boxes, axis=-2))[..., 0, :]
-    offset = center_a - center_b
-    revised = np.maximum(np.abs(offset) - position_threshold * (dim_a + dim_b), 0) * np.sign(offset)
-    if np.all(np.abs(revised) < 1e-3):
-        return set()
-    dx, dy = revised / np.linalg.norm(offset)
-    relations = set()
-    if dx < -0.5:
-        relations.add("left of")
-    if dx > 0.5:
-        relations.add("right of")
-    if dy < -0.5:
-        relations.add("above")
-    if dy > 0.5:
-        relations.add("below")
-    return relations
 
 
 def _colors(image, dets: list[Detection], classname: str, classifier: ColorClassifier | None) -> list[str]:

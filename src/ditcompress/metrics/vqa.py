@@ -19,7 +19,6 @@ import torch
 from ditcompress.metrics.base import MetricsError, resolve_device
 from ditcompress.metrics.detection import Detection, Detector
 from ditcompress.metrics.dpg import DPGQuestion
-from ditcompress.metrics.geneval import relative_position
 
 
 class DetectorVQA:
@@ -41,24 +40,17 @@ class DetectorVQA:
         if not c or "type" not in c:
             raise MetricsError(f"dpg: item {q.item_id!r} question {q.proposition_id} has no 'check' "
                                "(the detector VQA backend answers only checkable questions)")
-        of = lambda cls: [d for d in dets if d.label == cls]  # noqa: E731
+        from ditcompress.shapes.truth import answer_check
+
         try:
-            if c["type"] == "exists":
-                return bool(of(c["class"]))
-            if c["type"] == "count":
-                return len(of(c["class"])) == int(c["count"])
             # "Are the circles red?" / "Is the circle left of the square?": every instance must
-            # agree (GenEval's position rule; the shapes world's `truth.answer_check` semantics)
-            if c["type"] == "color":
-                found = of(c["class"])
-                return bool(found) and all(d.color == c["color"] for d in found)
-            if c["type"] == "position":
-                a, b = of(c["a"]), of(c["b"])
-                return bool(a and b) and all(c["relation"] in relative_position(x.box, y.box, self.position_threshold)
-                                             for x in a for y in b)
+            # agree; the same rule answers the question file from a scene's true objects
+            return answer_check(c, dets, self.position_threshold)
         except KeyError as exc:
             raise MetricsError(f"dpg: item {q.item_id!r} question {q.proposition_id}: check misses {exc}") from None
-        raise MetricsError(f"dpg: item {q.item_id!r} question {q.proposition_id}: unknown check type {c['type']!r}")
+        except ValueError:
+            raise MetricsError(f"dpg: item {q.item_id!r} question {q.proposition_id}: "
+                               f"unknown check type {c['type']!r}") from None
 
 
 class TransformersVQA:

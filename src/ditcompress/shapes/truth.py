@@ -9,49 +9,12 @@ DPG-style question file on any object list: a scene's objects or detections.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
-import numpy as np
-
-POSITION_THRESHOLD = 0.1  # GenEval's default `position_threshold`
+from collections.abc import Iterable
 
 
-def relation_offsets(center_a, dim_a, center_b, dim_b, threshold: float = POSITION_THRESHOLD):
-    """GenEval's normalised (dx, dy) of A relative to B; broadcasts over leading axes.
-
-    The offset between box centres is shrunk by `threshold` times the summed box sizes and
-    divided by the raw distance; a component beyond +-0.5 is a relation.
-    """
-    offset = np.asarray(center_a, float) - np.asarray(center_b, float)  # (..., 2)
-    dims = np.asarray(dim_a, float) + np.asarray(dim_b, float)
-    revised = np.maximum(np.abs(offset) - threshold * dims, 0) * np.sign(offset)
-    norm = np.linalg.norm(offset, axis=-1, keepdims=True)
-    # GenEval: no relation at all when the revised offset vanishes
-    none = np.all(np.abs(revised) < 1e-3, axis=-1, keepdims=True)
-    return np.where(none, 0.0, revised / np.where(none, 1.0, norm))  # (..., 2)
-
-
-def relations_from_offsets(dx: float, dy: float) -> set[str]:
-    """Relation words for one normalised offset."""
-    relations = set()
-    if dx < -0.5:
-        relations.add("left of")
-    if dx > 0.5:
-        relations.add("right of")
-    if dy < -0.5:
-        relations.add("above")
-    if dy > 0.5:
-        relations.add("below")
-    return relations
-
-
-def relative_position(box_a: Sequence[float], box_b: Sequence[float],
-                      threshold: float = POSITION_THRESHOLD) -> set[str]:
-    """Relations of box A to box B (x0, y0, x1, y1), GenEval's rule."""
-    boxes = np.array([box_a[:4], box_b[:4]], dtype=float).reshape(2, 2, 2)
-    (center_a, center_b), (dim_a, dim_b) = boxes.mean(axis=-2), boxes[:, 1] - boxes[:, 0]
-    dx, dy = relation_offsets(center_a, np.abs(dim_a), center_b, np.abs(dim_b), threshold)
-    return relations_from_offsets(dx, dy)
+from ditcompress.metrics.position import (  # noqa: F401  (re-exported for the shapes world)
+    POSITION_THRESHOLD, relation_offsets, relations_from_offsets, relative_position,
+)
 
 
 def as_objects(items: Iterable) -> list[dict]:
@@ -97,7 +60,7 @@ def scene_satisfies(scene: dict | list, item: dict) -> bool:
     return correct
 
 
-def answer_check(check: dict, objects: Iterable) -> bool:
+def answer_check(check: dict, objects: Iterable, position_threshold: float = POSITION_THRESHOLD) -> bool:
     """Answer one DPG `check` spec ('yes' = True) on a list of objects or detections."""
     groups = _by_class(as_objects(objects))
     kind = check["type"]
@@ -111,5 +74,6 @@ def answer_check(check: dict, objects: Iterable) -> bool:
         return bool(found) and all(o["color"] == check["color"] for o in found)
     if kind == "position":
         a, b = groups.get(check["a"], []), groups.get(check["b"], [])
-        return bool(a and b) and all(check["relation"] in relative_position(x["bbox"], y["bbox"]) for x in a for y in b)
+        return bool(a and b) and all(check["relation"] in relative_position(x["bbox"], y["bbox"], position_threshold)
+                                     for x in a for y in b)
     raise ValueError(f"check: unknown type {kind!r} (known: exists, count, color, position)")
