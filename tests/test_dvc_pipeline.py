@@ -113,6 +113,10 @@ def test_experiments_log_to_root_store_with_names(project):
     for run in _stage_runs(root):
         by_exp.setdefault(run.data.tags["dvc.exp_name"], []).append(run)
     assert {"direct-exp", "queued-exp"} <= set(by_exp)
-    assert by_exp["direct-exp"][0].data.params["data.n_train"] == "80"
-    assert by_exp["queued-exp"][0].data.params["seed"] == "1"
-    assert "queued-exp" in _run(["dvc", "exp", "show", "--no-pager"], root, env)
+    stages = {name: {r.data.tags["stage"]: r for r in runs} for name, runs in by_exp.items()}
+    assert set(STAGES) <= set(stages["direct-exp"]) and set(STAGES) <= set(stages["queued-exp"])
+    assert stages["direct-exp"]["shapes_data"].data.params["data.n_train"] == "80"
+    assert stages["queued-exp"]["pretrain"].data.params["seed"] == "1"
+    # a stage logs its own section only
+    assert "pretrain.pixart.steps" not in stages["direct-exp"]["generate"].data.params
+    assert "queued-exp" in _run(["dvc", "exp", "show", "--csv"], root, env)
