@@ -6,7 +6,8 @@ One image per GenEval eval prompt (96 by default) for each row: the ground-truth
 VAE round trip (the ceiling a teacher can reach through its VAE), each teacher through its saved
 pipeline with the preset's sampler (`shapes-pixart` / `shapes-flux` in models/presets.py), and the
 PixArt teacher with a third of its blocks removed without retraining (several choices of blocks).
-Prompt i is sampled from seed `--seed + i`. Also prints the tiny CLIP's caption-ranking accuracy.
+Images are seeded per batch of 64 prompts (`zoo.pipelines.generate`). Also prints the tiny CLIP's
+caption-ranking accuracy.
 About a minute on a 2-core CPU.
 """
 

@@ -53,11 +53,7 @@ def save_pipeline(pipeline, out_dir: str | Path) -> Path:
 @torch.no_grad()
 def generate(pipeline, prompts: list[str], *, resolution: int, steps: int, guidance: float,
              max_sequence_length: int, seed: int, batch_size: int = 64) -> np.ndarray:
-    """uint8 `(N, H, W, 3)` images, one per prompt, from either family's pipeline.
-
-    Prompt i starts from the noise of seed `seed + i` (one generator per image), so an image does
-    not depend on the batch size or on the other prompts of its batch.
-    """
+    """uint8 `(N, H, W, 3)` images, one per prompt, from either family's pipeline (seeded per batch)."""
     kwargs = dict(height=resolution, width=resolution, num_inference_steps=steps, guidance_scale=guidance,
                   max_sequence_length=max_sequence_length, output_type="np")
     if isinstance(pipeline, PixArtSigmaPipeline):
@@ -66,8 +62,7 @@ def generate(pipeline, prompts: list[str], *, resolution: int, steps: int, guida
     pipeline.set_progress_bar_config(disable=True)
     out = []
     for i in range(0, len(prompts), batch_size):
-        batch = prompts[i : i + batch_size]
-        g = [torch.Generator().manual_seed(seed + i + j) for j in range(len(batch))]
-        images = pipeline(prompt=batch, generator=g, **kwargs).images  # (B, H, W, 3) in [0, 1]
+        g = torch.Generator().manual_seed(seed + i)
+        images = pipeline(prompt=prompts[i : i + batch_size], generator=g, **kwargs).images  # (B, H, W, 3), [0, 1]
         out.append(np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8))
     return np.concatenate(out)
