@@ -7,7 +7,7 @@ collections they read and `dataset.py` the reader of a generated dataset.
 
 from __future__ import annotations
 
-import importlib
+from ditcompress.utils.lazy import lazy_getattr
 
 # name -> module; imported on first use so that `import ditcompress.data` (e.g. for its
 # config) does not load torch and the model libraries
@@ -26,9 +26,4 @@ __all__ = ["CaptionConfig", "GenerateConfig", "LAION_FLUX", "LAION_PIXART", "rea
            "run_caption", "run_generate"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

@@ -9,7 +9,7 @@ with models and caches and are chosen by name (`get_evaluator`, `build_evaluator
 
 from __future__ import annotations
 
-import importlib
+from ditcompress.utils.lazy import lazy_getattr
 
 # name -> module; imported on first use so that `import ditcompress.metrics` (e.g. for its
 # config) does not load torch and the model libraries
@@ -61,9 +61,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
