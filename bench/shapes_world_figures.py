@@ -29,6 +29,7 @@ from ditcompress.models.registry import get_adapter
 from ditcompress.shapes.dataset import load_split, read_geneval_metadata
 from ditcompress.shapes.detector import ShapesDetector
 from ditcompress.shapes.truth import scene_satisfies
+from ditcompress.shapes.vocab import SHAPES
 from ditcompress.zoo.common import images_to_tensor, tensor_to_images
 from ditcompress.zoo.pipelines import generate
 from ditcompress.zoo.vae import encode_modes
@@ -74,7 +75,9 @@ def figures(zoo: Path, data: Path, seed: int = 0, threads: int = 2) -> dict[str,
     metadata = data / "eval" / "geneval_metadata.jsonl"
     items = read_geneval_metadata(metadata)
     prompts = [it["prompt"] for it in items]
-    geneval = get_evaluator("geneval", metadata=str(metadata), images_per_prompt=1, detector=ShapesDetector(),
+    asked = {req["class"] for it in items for req in it["include"]}  # the dataset's vocabulary
+    detector = ShapesDetector([name for name in SHAPES if name in asked])
+    geneval = get_evaluator("geneval", metadata=str(metadata), images_per_prompt=1, detector=detector,
                             device="cpu")
     truth = load_split(data / "eval" / "geneval_truth")
     if [it["prompt"] for it in truth.items] != prompts:

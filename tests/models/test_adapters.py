@@ -34,6 +34,18 @@ def test_ddpm_objective_matches_closed_form(prediction_type):
     assert ts.dtype == torch.long and ts.min() >= 0 and ts.max() <= 999 and abs(ts.float().mean() - 499.5) < 15
 
 
+def test_ddpm_logit_normal_timesteps_follow_the_closed_form():
+    obj = get_adapter("pixart").objective(PIXART_SCHEDULER, weighting="logit_normal")
+    ts = obj.sample_t(40000, generator=torch.Generator().manual_seed(0))
+    assert ts.dtype == torch.long and ts.min() >= 0 and ts.max() <= 999
+    # t = ⌊1000·sigmoid(z)⌋, z ~ N(0, 1): P(t < 1000·sigmoid(c)) = Φ(c)
+    for c, phi in ((-1.0, 0.1587), (0.0, 0.5), (1.5, 0.9332)):
+        bound = 1000 * torch.sigmoid(torch.tensor(c)).item()
+        assert abs((ts.float() < bound).float().mean().item() - phi) < 0.01
+    with pytest.raises(ValueError, match="'beta'"):
+        get_adapter("pixart").objective(PIXART_SCHEDULER, weighting="beta")
+
+
 @pytest.mark.parametrize("weighting", ["uniform", "logit_normal"])
 def test_flow_objective_is_straight_path(weighting):
     obj = get_adapter("flux").objective({}, weighting=weighting)

@@ -90,7 +90,7 @@ def test_captions_follow_geneval_phrasing(built):
     out, _ = built
     train = load_split(out / "train")
     by_tag = {it["tag"]: it for it in train.items}
-    assert by_tag["single_object"]["prompt"] in {f"a photo of a {s}" for s in ("circle", "square", "triangle")}
+    assert by_tag["single_object"]["prompt"] in {f"a photo of a {s}" for s in ("circle", "triangle", "bar")}
     pos = by_tag["position"]
     a, b = pos["include"][1]["class"], pos["include"][0]["class"]
     assert pos["prompt"] == f"a photo of a {a} {pos['include'][1]['position'][0]} a {b}"

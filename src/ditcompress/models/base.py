@@ -103,8 +103,12 @@ class FamilyAdapter(ABC):
 
     # ---- running -------------------------------------------------------------------------
     @abstractmethod
-    def objective(self, scheduler_config: dict) -> Objective:
-        """The training objective matching the pipeline's scheduler config."""
+    def objective(self, scheduler_config: dict, *, weighting: str = "uniform", logit_mean: float = 0.0,
+                  logit_std: float = 1.0) -> Objective:
+        """The training objective matching the pipeline's scheduler config.
+
+        `weighting` is how training draws noise levels: "uniform" or "logit_normal" (SD3).
+        """
 
     @abstractmethod
     def encode_prompts(self, pipeline, prompts: list[str], max_sequence_length: int) -> Conditioning:

@@ -25,7 +25,11 @@ from ditcompress.models.loading import load_pipeline, load_transformer
 class DDPMObjective(Objective):
     """Discrete DDPM training: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε (eq 2.28), target ε (eq 2.51) or v."""
 
-    def __init__(self, scheduler_config: dict):
+    def __init__(self, scheduler_config: dict, timestep_sampling: str = "uniform", logit_mean: float = 0.0,
+                 logit_std: float = 1.0):
+        if timestep_sampling not in ("uniform", "logit_normal"):
+            raise ValueError(f"unknown timestep sampling {timestep_sampling!r} (uniform or logit_normal)")
+        self.timestep_sampling, self.logit_mean, self.logit_std = timestep_sampling, logit_mean, logit_std
         # DDPMScheduler reads the training-relevant keys (betas, T, prediction type) from any
         # diffusers scheduler config, e.g. PixArt's DPMSolverMultistepScheduler one.
         self.scheduler = DDPMScheduler.from_config(dict(scheduler_config))
@@ -35,9 +39,13 @@ class DDPMObjective(Objective):
             raise ValueError(f"unsupported prediction_type {self.prediction_type!r} (epsilon or v_prediction)")
 
     def sample_t(self, batch, generator=None, device=None):
-        """Uniform integer timesteps in [0, T)."""
+        """Integer timesteps in [0, T): uniform, or t = ⌊T · sigmoid(N(mean, std))⌋ (SD3's logit-normal)."""
         where = generator.device if generator is not None else device
-        return torch.randint(0, self.num_train_timesteps, (batch,), generator=generator, device=where).to(device)
+        if self.timestep_sampling == "uniform":
+            return torch.randint(0, self.num_train_timesteps, (batch,), generator=generator, device=where).to(device)
+        z = torch.randn(batch, generator=generator, device=where)
+        u = torch.sigmoid(self.logit_mean + self.logit_std * z)
+        return (u * self.num_train_timesteps).long().clamp(0, self.num_train_timesteps - 1).to(device)
 
     def add_noise(self, latents, noise, t):
         """Forward diffusion q(x_t | x0) with the scheduler's ᾱ."""
@@ -85,9 +93,12 @@ class PixArtAdapter(FamilyAdapter):
         """Self-attention, cross-attention, MLP and the per-block modulation table E_i."""
         return {k: list(v) for k, v in self.parts.items()}
 
-    def objective(self, scheduler_config):
-        """DDPM objective with the pipeline scheduler's betas and prediction type."""
-        return DDPMObjective(scheduler_config)
+    def objective(self, scheduler_config, *, weighting="uniform", logit_mean=0.0, logit_std=1.0):
+        """DDPM objective with the pipeline scheduler's betas and prediction type.
+
+        `weighting` is how timesteps are drawn: "uniform" (DDPM, PixArt) or "logit_normal".
+        """
+        return DDPMObjective(scheduler_config, weighting, logit_mean, logit_std)
 
     def encode_prompts(self, pipeline, prompts, max_sequence_length):
         """T5 embeddings and attention mask via the pipeline's own `encode_prompt` (no CFG pair)."""

@@ -39,6 +39,8 @@ SHAPES: dict[str, ShapeKind] = {
         0.0,
         "crosses",
     ),
+    # a 2:1 horizontal bar, the full width of its box and half its height
+    "bar": ShapeKind(lambda u, v: (np.abs(u) <= 1.0) & (np.abs(v) <= 0.5), 0.5, 0.0, "bars"),
 }
 
 # GenEval's COLORS list (evaluate_images.py), in its order

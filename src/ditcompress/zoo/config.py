@@ -105,6 +105,10 @@ class PixArtTeacherConfig(TeacherTrainConfig):
     # PixArt-Σ trains on DDPM's linear betas; on latents this small those leave almost no signal
     # for the last ~40% of the steps, so the cosine schedule (improved DDPM) is the default here
     beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    # how training draws timesteps: DDPM's uniform, or SD3's logit-normal (more of the middle)
+    # logit-normal doubled GenEval of the default teacher (0.167 -> 0.302, same steps): the middle
+    # noise levels, where the objects take shape, are where the tiny teacher is weakest
+    timestep_sampling: Literal["uniform", "logit_normal"] = "logit_normal"
 
 
 class FluxTeacherConfig(TeacherTrainConfig):

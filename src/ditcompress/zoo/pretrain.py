@@ -84,10 +84,8 @@ def _teacher(family: str, cfg: PretrainConfig, pipeline, latents, captions: list
         bank = adapter.encode_prompts(pipeline, unique, cfg.text.max_length)
         empty = adapter.encode_prompts(pipeline, [""], cfg.text.max_length)
     data = TeacherData(latents, bank, torch.tensor([row[c] for c in captions]), empty)
-    if family == "pixart":
-        objective = adapter.objective(pipeline.scheduler.config)
-    else:
-        objective = adapter.objective(pipeline.scheduler.config, weighting=cfg.flux.sigma_weighting)
+    weighting = cfg.pixart.timestep_sampling if family == "pixart" else cfg.flux.sigma_weighting
+    objective = adapter.objective(pipeline.scheduler.config, weighting=weighting)
     # Flux's guidance embedding sees the adapter's default scale (3.5) throughout: the teacher is
     # not guidance-distilled, so guidance_scale is inert; CFG dropout makes true_cfg_scale work
     ema, stats = train_teacher(adapter, objective, pipeline.transformer, data, tcfg, stream_seed(seed, family),
