@@ -42,7 +42,8 @@ def _shapes_cmmd(train, keep, tmp_path):
     from ditcompress.zoo.config import ClipConfig
     from ditcompress.zoo.text import build_clip_tokenizer
 
-    cfg = ClipConfig(steps=100, batch_size=64, warmup_steps=10)
+    # 600 steps: a CLIP trained for 100 ranked the samples the wrong way round on the bar vocabulary
+    cfg = ClipConfig(steps=600, batch_size=64, warmup_steps=30)
     tok = build_clip_tokenizer(train.captions + PROMPTS, cfg.max_length)
     clip, processor = build_clip(cfg, tok, 24, seed=0), build_clip_processor(tok, 24)
     train_clip(clip, processor, train.images, train.captions, cfg, seed=0)
@@ -91,4 +92,4 @@ def test_trained_teacher_beats_untrained_on_detector(tmp_path):
     # CMMD to the training images: the trained teacher's samples are far closer than noise
     cmmd = _shapes_cmmd(train, keep, tmp_path)
     near, far = cmmd(after), cmmd(before)
-    assert near < 0.5 * far, (near, far)
+    assert near < 0.5 * far, (near, far)  # measured: 1.92 vs 5.55

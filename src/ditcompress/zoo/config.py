@@ -1,7 +1,7 @@
 """Params of the pretrain stage (`pretrain:` in params.yaml): sizes and step budgets of the tiny zoo.
 
-The step counts are the time budget: on an idle 2-core CPU the defaults train the whole zoo
-(two VAEs, CLIP, the PixArt and the Flux teacher) in about a quarter of an hour.
+The step counts are the time budget: on a 2-core CPU the defaults train the whole zoo (two
+VAEs, CLIP, the PixArt and the Flux teacher) in about 25 minutes (README, "Status").
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ class VaeConfig(Strict):
 
     Three entries: 4x down-sampling, so 32 px images become 8x8 latents and a teacher sees 16
     tokens. Measured on the 96 GenEval eval prompts (bench/shapes_world_figures.py): the round
-    trip of the ground truth through this VAE scores ~0.885, through a 2x VAE (16, 32) with
-    kl_weight 1e-4 0.906; both lose mainly on counting, whose 0.9 detector confidence needs
-    near-exact edges on the smallest shapes. The 2x VAE's 64 tokens make a teacher step about
+    trip of the ground truth through this VAE scores 0.927 with the circle/triangle/bar vocabulary
+    (0.885 with squares instead of bars), losing only on counting, whose 0.9 detector confidence
+    needs near-exact edges on the smallest shapes. A 2x VAE's 64 tokens make a teacher step about
     four times dearer, and its 8-layer PixArt (width 96, batch 48, 800 steps, ~5 min) still drew
     blobs (GenEval 0.01-0.02), so the ceiling is not what limits the teachers on this budget.
+    Fine-tuning the decoder on noisy latents (encoder frozen) did not rescue a teacher's samples
+    either (0.115 -> 0.104): they are far from the data, not near it.
     """
 
     channels: tuple[int, ...] = Field((16, 32, 64), min_length=2, max_length=4)
