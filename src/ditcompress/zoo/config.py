@@ -99,6 +99,8 @@ class TeacherTrainConfig(Strict):
 class PixArtTeacherConfig(TeacherTrainConfig):
     """A `PixArtTransformer2DModel` teacher (DDPM objective)."""
 
+    # 8000 steps (~18 min): 4000 more steps on the 4000-step teacher lifted GenEval 0.302 -> 0.552
+    steps: int = Field(8000, ge=1, le=10_000_000)
     layers: int = Field(8, ge=1, le=64)
     heads: int = Field(4, ge=1, le=64)
     head_dim: int = Field(32, ge=4, le=256)
