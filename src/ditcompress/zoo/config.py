@@ -1,7 +1,7 @@
 """Params of the pretrain stage (`pretrain:` in params.yaml): sizes and step budgets of the tiny zoo.
 
 The step counts are the time budget: on a 2-core CPU the defaults train the whole zoo (two
-VAEs, CLIP, the PixArt and the Flux teacher) in about 25 minutes (README, "Status").
+VAEs, CLIP, the PixArt and the Flux teacher) in about 35 minutes (README, "Status").
 """
 
 from __future__ import annotations
