@@ -54,7 +54,8 @@ def sample(pipeline, family: str, prompts: list[str], seed: int) -> np.ndarray:
     """One image per prompt with the shapes preset's sampler settings."""
     preset = get_preset(f"shapes-{family}")
     return generate(pipeline, prompts, resolution=preset.resolution, steps=preset.num_inference_steps,
-                    guidance=preset.guidance_scale, max_sequence_length=preset.max_sequence_length, seed=seed)
+                    guidance=preset.guidance_scale, max_sequence_length=preset.max_sequence_length,
+                    true_cfg_scale=preset.true_cfg_scale, seed=seed)
 
 
 @torch.no_grad()

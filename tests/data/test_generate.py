@@ -85,6 +85,29 @@ def test_flux_family_generates_through_the_same_stage(caption_set, tiny_flux, tm
     np.testing.assert_array_equal(np.asarray(regenerate(record, tiny_flux)), np.asarray(data[2]["image"]))
 
 
+def test_flux_true_cfg_is_the_negative_branch_extrapolated(caption_set, tiny_flux, tmp_path, one_thread):
+    """FluxPipeline's true CFG is v_neg + s·(v − v_neg): with the negative prompt as the prompt it is
+    the plain sample at any scale, with another prompt it is not; records carry the settings."""
+    from ditcompress.data.generate import encode_prompts, generate_images, load_teacher, negative_conditioning
+
+    guided_cfg = CFG.model_copy(update={"true_cfg_scale": 4.0, "negative_prompt": ""})
+    adapter, pipe = load_teacher(tiny_flux, "flux", guided_cfg, "cpu")
+    assert negative_conditioning(adapter, pipe, "flux", CFG) is None  # scale 1: no negative branch
+    negative = negative_conditioning(adapter, pipe, "flux", guided_cfg)
+    for prompt, same in (("", True), ("a red circle", False)):
+        cond = encode_prompts(adapter, pipe, [prompt], guided_cfg)
+        guided = np.asarray(generate_images(pipe, "flux", cond, negative, [5], guided_cfg)[0], float)
+        plain = np.asarray(generate_images(pipe, "flux", cond, None, [5], CFG)[0], float)
+        assert (np.abs(guided - plain).max() <= 1) == same, prompt  # 1 grey level: uint8 rounding
+
+    cfg = guided_cfg.model_copy(update={"num_images": 2})
+    run_generate(cfg, caption_set, tiny_flux, "flux", tmp_path, process=LocalProcess())
+    data = TeacherDataset(tmp_path)
+    record = data.record(1)
+    assert record["true_cfg_scale"] == 4.0 and record["negative_prompt"] == ""
+    np.testing.assert_array_equal(np.asarray(regenerate(record, tiny_flux)), np.asarray(data[1]["image"]))
+
+
 def test_any_image_can_be_regenerated_alone(reference, tiny_pixart):
     out, _, _ = reference
     data = TeacherDataset(out)
@@ -177,7 +200,10 @@ def test_unset_inference_settings_come_from_the_preset():
     cfg = for_preset(parse_params({"generate": {"num_inference_steps": 7}}).generate, flux)
     assert (cfg.height, cfg.width, cfg.guidance_scale, cfg.max_sequence_length) == (1024, 1024, 3.5, 512)
     assert cfg.num_images == 190_000 and cfg.torch_dtype == "bfloat16"
+    assert cfg.true_cfg_scale == 1.0  # guidance-distilled: no negative branch
     assert cfg.num_inference_steps == 7  # set in params: wins over the preset's 50
+    # the shapes Flux teacher is not guidance-distilled: it samples with true CFG
+    assert for_preset(parse_params({}).generate, get_preset("shapes-flux")).true_cfg_scale == 3.5
     shapes = for_preset(parse_params({}).generate, get_preset("shapes-pixart"))
     assert (shapes.height, shapes.num_images, shapes.torch_dtype, shapes.max_sequence_length) == (32, 1000, "float32",
                                                                                                    16)

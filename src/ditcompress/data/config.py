@@ -52,7 +52,10 @@ class GenerateConfig(Strict):
     guidance_scale: float = Field(3.5, ge=0.0, le=50.0)
     num_inference_steps: int = Field(20, ge=1, le=1000)
     max_sequence_length: int = Field(300, ge=1, le=4096)
-    negative_prompt: str = ""  # PixArt's CFG only; Flux-dev has no negative branch
+    negative_prompt: str = ""  # PixArt's CFG; Flux's only when true_cfg_scale > 1
+    # Flux only: > 1 adds a negative-prompt branch (FluxPipeline's true CFG). FLUX.1-dev is
+    # guidance-distilled and samples at 1; the shapes Flux teacher is not, so its preset sets 3.5
+    true_cfg_scale: float = Field(1.0, ge=1.0, le=50.0)
     torch_dtype: Dtype = "bfloat16"
     # png is lossless, so students learn the teacher's exact outputs; jpg (quality 95) is ~8x smaller
     image_format: Literal["png", "jpg"] = "png"
@@ -68,7 +71,8 @@ LAION_FLUX = GenerateConfig(num_images=190_000, height=1024, width=1024, num_inf
 # GenerateConfig field -> Preset attribute: the teacher's own inference settings
 PRESET_FIELDS = {"num_images": "train_images", "height": "resolution", "width": "resolution",
                  "num_inference_steps": "num_inference_steps", "guidance_scale": "guidance_scale",
-                 "max_sequence_length": "max_sequence_length", "torch_dtype": "torch_dtype"}
+                 "max_sequence_length": "max_sequence_length", "torch_dtype": "torch_dtype",
+                 "true_cfg_scale": "true_cfg_scale"}
 
 
 def for_preset(cfg: GenerateConfig, preset) -> GenerateConfig:

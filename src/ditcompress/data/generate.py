@@ -71,14 +71,20 @@ def _pipeline_inputs(family: str, cond: Conditioning, negative: Conditioning | N
                     # generate exactly height x width instead of snapping to PixArt's aspect-ratio bins
                     use_resolution_binning=False)
     if family == "flux":
-        # FLUX.1-dev is guidance-distilled: guidance_scale feeds its guidance embedding, no negative branch
-        return dict(prompt_embeds=cond.prompt_embeds, pooled_prompt_embeds=cond.pooled)
+        # FLUX.1-dev is guidance-distilled: guidance_scale feeds its guidance embedding, and a
+        # negative branch (true CFG) runs only when there is a negative (true_cfg_scale > 1)
+        inputs = dict(prompt_embeds=cond.prompt_embeds, pooled_prompt_embeds=cond.pooled)
+        if negative is not None:
+            n = cond.prompt_embeds.shape[0]
+            inputs.update(negative_prompt_embeds=negative.prompt_embeds.expand(n, -1, -1),
+                          negative_pooled_prompt_embeds=negative.pooled.expand(n, -1))
+        return inputs
     raise UserError(f"family: no generation inputs for {family!r} (known: pixart, flux)")
 
 
 def negative_conditioning(adapter, pipeline, family: str, cfg: GenerateConfig) -> Conditioning | None:
-    """The negative prompt's encoding (PixArt CFG), computed once per run."""
-    if family != "pixart":
+    """The negative prompt's encoding (PixArt's CFG, Flux's true CFG), computed once per run; None without CFG."""
+    if family != "pixart" and cfg.true_cfg_scale <= 1:
         return None
     with torch.no_grad():
         return adapter.encode_prompts(pipeline, [cfg.negative_prompt], cfg.max_sequence_length)
@@ -91,7 +97,8 @@ def generate_images(pipeline, family: str, cond: Conditioning, negative: Conditi
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     out = pipeline(**_pipeline_inputs(family, cond, negative), height=cfg.height, width=cfg.width,
                    num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                   max_sequence_length=cfg.max_sequence_length, generator=generators, output_type="pil")
+                   max_sequence_length=cfg.max_sequence_length, generator=generators, output_type="pil",
+                   **({"true_cfg_scale": cfg.true_cfg_scale} if family == "flux" else {}))
     return out.images
 
 
@@ -108,7 +115,9 @@ def encode_image(img: Image.Image, image_format: str) -> bytes:
 def image_record(item_id: str, prompt: str, cfg: GenerateConfig, family: str, teacher: str) -> dict:
     """What a sample's .json holds: enough to regenerate it alone."""
     dropped = {"num_images", "shard_size", "image_format", "seed"}
-    if family != "pixart":
+    if family == "pixart":
+        dropped.add("true_cfg_scale")
+    elif cfg.true_cfg_scale <= 1:
         dropped.add("negative_prompt")
     settings = {k: v for k, v in fingerprint(cfg).items() if k not in dropped}
     return {"id": item_id, "prompt": prompt, "seed": seed_for(cfg.seed, item_id), "base_seed": cfg.seed,

@@ -22,12 +22,17 @@ class Preset:
     shapes_world: bool  # built by the pretrain stage instead of downloaded
     torch_dtype: str = "bfloat16"  # inference dtype of the generate / evaluate stages
     train_images: int = 100_000  # size of the teacher-generated training set (thesis tab. 4.3/4.4)
+    # Flux: FluxPipeline's true CFG (a negative-prompt branch) when > 1. FLUX.1-dev is
+    # guidance-distilled (guidance_scale feeds its guidance embedding); the shapes Flux teacher is
+    # not, its guidance embedding always saw 3.5, so it needs true CFG like PixArt
+    true_cfg_scale: float = 1.0
 
 
 PRESETS: dict[str, Preset] = {
     # the shapes world: tiny teachers in float32 on a CPU; 1000 images generate in ~1.5 min
     "shapes-pixart": Preset("pixart", "models/shapes/pixart", 32, 20, 3.5, 16, True, "float32", 1000),
-    "shapes-flux": Preset("flux", "models/shapes/flux", 32, 20, 3.5, 16, True, "float32", 1000),
+    "shapes-flux": Preset("flux", "models/shapes/flux", 32, 20, 3.5, 16, True, "float32", 1000,
+                          true_cfg_scale=3.5),
     "pixart-sigma": Preset("pixart", "PixArt-alpha/PixArt-Sigma-XL-2-512-MS", 512, 20, 3.5, 300, False,
                            "bfloat16", 100_000),
     "flux-dev": Preset("flux", "black-forest-labs/FLUX.1-dev", 1024, 50, 3.5, 512, False, "bfloat16", 190_000),

@@ -52,17 +52,25 @@ def save_pipeline(pipeline, out_dir: str | Path) -> Path:
 
 @torch.no_grad()
 def generate(pipeline, prompts: list[str], *, resolution: int, steps: int, guidance: float,
-             max_sequence_length: int, seed: int, batch_size: int = 64) -> np.ndarray:
-    """uint8 `(N, H, W, 3)` images, one per prompt, from either family's pipeline (seeded per batch)."""
+             max_sequence_length: int, seed: int, batch_size: int = 64, true_cfg_scale: float = 1.0) -> np.ndarray:
+    """uint8 `(N, H, W, 3)` images, one per prompt, from either family's pipeline (seeded per batch).
+
+    `true_cfg_scale` > 1 gives a Flux pipeline a negative branch with the empty prompt (true CFG).
+    """
     kwargs = dict(height=resolution, width=resolution, num_inference_steps=steps, guidance_scale=guidance,
                   max_sequence_length=max_sequence_length, output_type="np")
+    true_cfg = not isinstance(pipeline, PixArtSigmaPipeline) and true_cfg_scale > 1
     if isinstance(pipeline, PixArtSigmaPipeline):
         # resolution binning only knows the real sizes (256..2048 px); the prompts are already clean
         kwargs.update(use_resolution_binning=False, clean_caption=False)
+    elif true_cfg:
+        kwargs.update(true_cfg_scale=true_cfg_scale)
     pipeline.set_progress_bar_config(disable=True)
     out = []
     for i in range(0, len(prompts), batch_size):
         g = torch.Generator().manual_seed(seed + i)
-        images = pipeline(prompt=prompts[i : i + batch_size], generator=g, **kwargs).images  # (B, H, W, 3), [0, 1]
+        batch = prompts[i : i + batch_size]
+        negative = {"negative_prompt": [""] * len(batch)} if true_cfg else {}
+        images = pipeline(prompt=batch, generator=g, **negative, **kwargs).images  # (B, H, W, 3), [0, 1]
         out.append(np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8))
     return np.concatenate(out)

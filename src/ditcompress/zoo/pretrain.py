@@ -87,7 +87,8 @@ def _teacher(family: str, cfg: PretrainConfig, pipeline, latents, captions: list
     weighting = cfg.pixart.timestep_sampling if family == "pixart" else cfg.flux.sigma_weighting
     objective = adapter.objective(pipeline.scheduler.config, weighting=weighting)
     # Flux's guidance embedding sees the adapter's default scale (3.5) throughout: the teacher is
-    # not guidance-distilled, so guidance_scale is inert; CFG dropout makes true_cfg_scale work
+    # not guidance-distilled, so guidance_scale is inert; CFG dropout makes true CFG work (the
+    # shapes-flux preset samples with true_cfg_scale 3.5)
     ema, stats = train_teacher(adapter, objective, pipeline.transformer, data, tcfg, stream_seed(seed, family),
                                tracker=tracker, name=family)
     pipeline.transformer = ema
@@ -102,7 +103,7 @@ def _grid(family: str, pipeline, items: list[dict], per_task: int, image_size: i
     prompts = [it["prompt"] for it in picked]
     images = generate(pipeline, prompts, resolution=image_size, steps=preset.num_inference_steps,
                       guidance=preset.guidance_scale, max_sequence_length=preset.max_sequence_length,
-                      seed=stream_seed(seed, "samples"))
+                      true_cfg_scale=preset.true_cfg_scale, seed=stream_seed(seed, "samples"))
     return sample_grid(images, prompts, ncol=per_task)
 
 
