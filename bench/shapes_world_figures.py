@@ -31,7 +31,7 @@ from ditcompress.shapes.detector import ShapesDetector
 from ditcompress.shapes.truth import scene_satisfies
 from ditcompress.shapes.vocab import SHAPES
 from ditcompress.zoo.common import images_to_tensor, tensor_to_images
-from ditcompress.zoo.pipelines import generate
+from ditcompress.zoo.pipelines import generate_as_preset
 from ditcompress.zoo.vae import encode_modes
 
 
@@ -52,10 +52,7 @@ def vae_round_trip(vae, images: np.ndarray) -> np.ndarray:
 
 def sample(pipeline, family: str, prompts: list[str], seed: int) -> np.ndarray:
     """One image per prompt with the shapes preset's sampler settings."""
-    preset = get_preset(f"shapes-{family}")
-    return generate(pipeline, prompts, resolution=preset.resolution, steps=preset.num_inference_steps,
-                    guidance=preset.guidance_scale, max_sequence_length=preset.max_sequence_length,
-                    true_cfg_scale=preset.true_cfg_scale, seed=seed)
+    return generate_as_preset(pipeline, prompts, get_preset(f"shapes-{family}"), seed=seed)
 
 
 @torch.no_grad()

@@ -61,7 +61,7 @@ def encode_prompts(adapter, pipeline, prompts: list[str], cfg: GenerateConfig) -
     return table.select(torch.tensor([row[p] for p in prompts], device=table.prompt_embeds.device))
 
 
-def _pipeline_inputs(family: str, cond: Conditioning, negative: Conditioning | None) -> dict:
+def _pipeline_inputs(family: str, cond: Conditioning, negative: Conditioning | None, cfg: GenerateConfig) -> dict:
     """The family pipeline's keyword arguments for precomputed embeddings."""
     if family == "pixart":
         n = cond.prompt_embeds.shape[0]
@@ -77,7 +77,8 @@ def _pipeline_inputs(family: str, cond: Conditioning, negative: Conditioning | N
         if negative is not None:
             n = cond.prompt_embeds.shape[0]
             inputs.update(negative_prompt_embeds=negative.prompt_embeds.expand(n, -1, -1),
-                          negative_pooled_prompt_embeds=negative.pooled.expand(n, -1))
+                          negative_pooled_prompt_embeds=negative.pooled.expand(n, -1),
+                          true_cfg_scale=cfg.true_cfg_scale)
         return inputs
     raise UserError(f"family: no generation inputs for {family!r} (known: pixart, flux)")
 
@@ -95,10 +96,9 @@ def generate_images(pipeline, family: str, cond: Conditioning, negative: Conditi
     """One image per conditioning row, image i from a CPU generator seeded with `seeds[i]`."""
     # CPU generators: the starting noise is the same on every device
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    out = pipeline(**_pipeline_inputs(family, cond, negative), height=cfg.height, width=cfg.width,
+    out = pipeline(**_pipeline_inputs(family, cond, negative, cfg), height=cfg.height, width=cfg.width,
                    num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                   max_sequence_length=cfg.max_sequence_length, generator=generators, output_type="pil",
-                   **({"true_cfg_scale": cfg.true_cfg_scale} if family == "flux" else {}))
+                   max_sequence_length=cfg.max_sequence_length, generator=generators, output_type="pil")
     return out.images
 
 

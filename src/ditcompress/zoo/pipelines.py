@@ -59,18 +59,25 @@ def generate(pipeline, prompts: list[str], *, resolution: int, steps: int, guida
     """
     kwargs = dict(height=resolution, width=resolution, num_inference_steps=steps, guidance_scale=guidance,
                   max_sequence_length=max_sequence_length, output_type="np")
-    true_cfg = not isinstance(pipeline, PixArtSigmaPipeline) and true_cfg_scale > 1
+    true_cfg = {}
     if isinstance(pipeline, PixArtSigmaPipeline):
         # resolution binning only knows the real sizes (256..2048 px); the prompts are already clean
         kwargs.update(use_resolution_binning=False, clean_caption=False)
-    elif true_cfg:
-        kwargs.update(true_cfg_scale=true_cfg_scale)
+    elif true_cfg_scale > 1:
+        true_cfg = {"true_cfg_scale": true_cfg_scale}
     pipeline.set_progress_bar_config(disable=True)
     out = []
     for i in range(0, len(prompts), batch_size):
         g = torch.Generator().manual_seed(seed + i)
         batch = prompts[i : i + batch_size]
         negative = {"negative_prompt": [""] * len(batch)} if true_cfg else {}
-        images = pipeline(prompt=batch, generator=g, **negative, **kwargs).images  # (B, H, W, 3), [0, 1]
+        images = pipeline(prompt=batch, generator=g, **true_cfg, **negative, **kwargs).images  # (B, H, W, 3), [0, 1]
         out.append(np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8))
     return np.concatenate(out)
+
+
+def generate_as_preset(pipeline, prompts: list[str], preset, *, seed: int, resolution: int | None = None) -> np.ndarray:
+    """`generate` with a preset's sampler settings (steps, guidance, true CFG, text length)."""
+    return generate(pipeline, prompts, resolution=resolution or preset.resolution, steps=preset.num_inference_steps,
+                    guidance=preset.guidance_scale, max_sequence_length=preset.max_sequence_length,
+                    true_cfg_scale=preset.true_cfg_scale, seed=seed)

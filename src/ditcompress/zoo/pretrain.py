@@ -30,7 +30,7 @@ from ditcompress.utils.logging import get_logger
 from ditcompress.zoo import clip as clip_lib
 from ditcompress.zoo.common import images_to_tensor, tensor_to_images
 from ditcompress.zoo.config import PretrainConfig
-from ditcompress.zoo.pipelines import flux_pipeline, generate, pixart_pipeline, save_pipeline
+from ditcompress.zoo.pipelines import flux_pipeline, generate_as_preset, pixart_pipeline, save_pipeline
 from ditcompress.zoo.teacher import TeacherData, build_flux_transformer, build_pixart_transformer, train_teacher
 from ditcompress.zoo.text import build_clip_tokenizer, build_t5_encoder, build_t5_tokenizer, caption_vocabulary
 from ditcompress.zoo.vae import build_vae, encode_modes, normalise_latents, set_latent_scaling, train_vae
@@ -101,9 +101,7 @@ def _grid(family: str, pipeline, items: list[dict], per_task: int, image_size: i
     preset = get_preset(f"shapes-{family}")
     picked = [it for tag in GENEVAL_TAGS for it in [i for i in items if i["tag"] == tag][:per_task]]
     prompts = [it["prompt"] for it in picked]
-    images = generate(pipeline, prompts, resolution=image_size, steps=preset.num_inference_steps,
-                      guidance=preset.guidance_scale, max_sequence_length=preset.max_sequence_length,
-                      true_cfg_scale=preset.true_cfg_scale, seed=stream_seed(seed, "samples"))
+    images = generate_as_preset(pipeline, prompts, preset, seed=stream_seed(seed, "samples"), resolution=image_size)
     return sample_grid(images, prompts, ncol=per_task)
 
 
