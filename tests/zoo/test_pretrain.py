@@ -67,11 +67,15 @@ def test_clip_directory_loads(zoo):
     assert model.config.vision_config.image_size == processor.image_processor.crop_size["height"] == 24
 
 
-def test_same_seed_same_zoo(zoo, tmp_path, shapes_dir):
+def test_same_seed_same_zoo_whatever_the_schedule(zoo, tmp_path, shapes_dir):
+    """One worker with one thread (the fixture) and two worker processes with one thread each agree."""
     out, _, _ = zoo
-    again = tmp_path / "models"
-    run_pretrain(shrink(), shapes_dir, again, seed=0)
-    for part in ("pixart/transformer", "flux/transformer", "pixart/vae", "flux/text_encoder"):
+    again, tracker = tmp_path / "models", Recorder()
+    run_pretrain(shrink(threads=2, workers=2), shapes_dir, again, seed=0, tracker=tracker)
+    for part in ("pixart/transformer", "flux/transformer", "pixart/vae", "flux/vae", "flux/text_encoder"):
         (a,), (b,) = (sorted((d / part).glob("*.safetensors")) for d in (out, again))
         wa, wb = load_file(a), load_file(b)
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), part
+    # the workers' step metrics reached this process's tracker
+    logged = {k for _, m in tracker.metrics for k in m}
+    assert {"vae_pixart/l1", "vae_flux/l1", "clip/loss", "pixart/loss", "flux/loss"} <= logged

@@ -1,7 +1,7 @@
 """Params of the pretrain stage (`pretrain:` in params.yaml): sizes and step budgets of the tiny zoo.
 
 The step counts are the time budget: on a 2-core CPU the defaults train the whole zoo (two
-VAEs, CLIP, the PixArt and the Flux teacher) in about 50 minutes (README, "Status").
+VAEs, CLIP, the PixArt and the Flux teacher, two at a time) in about 35 minutes (README, "Status").
 """
 
 from __future__ import annotations
@@ -141,7 +141,11 @@ class FluxTeacherConfig(TeacherTrainConfig):
 class PretrainConfig(Strict):
     """The whole `pretrain:` section."""
 
-    threads: int = Field(2, ge=1, le=256)  # torch intra-op threads (results depend on it)
+    threads: int = Field(2, ge=1, le=256)  # CPU threads for the stage, shared among the workers
+    # components trained at a time, each in its own process with threads // workers intra-op
+    # threads (results depend on that number, not on the schedule); two workers with one thread
+    # each train ~1.7x faster than one with two on a 2-core CPU (zoo/jobs.py)
+    workers: int = Field(2, ge=1, le=64)
     text: TextEncoderConfig = TextEncoderConfig()
     vae: VaeConfig = VaeConfig()
     clip: ClipConfig = ClipConfig()

@@ -1,10 +1,13 @@
 """Pretrain stage: build and train the tiny model zoo of the shapes world, save it in the hub layout.
 
-    dvc repro pretrain        # ~50 min on a 2-core CPU with the default step counts
+    dvc repro pretrain        # ~35 min on a 2-core CPU with the default step counts
 
-Order: tokenizers and the frozen T5 (seconds), the PixArt VAE (4 channels) and the Flux VAE (16),
-CLIP (its text tower becomes Flux's CLIP text encoder), the PixArt teacher, the Flux teacher.
-Written under `out_dir`:
+Components: tokenizers and the frozen T5 (seconds, in this process), the PixArt VAE (4 channels)
+and the Flux VAE (16), CLIP (its text tower becomes Flux's CLIP text encoder), the PixArt teacher
+(needs its VAE), the Flux teacher (needs its VAE and CLIP). `pretrain.workers` of them train at a
+time in separate processes (zoo/jobs.py): with two, the VAEs side by side, then the PixArt teacher
+next to CLIP and then the Flux teacher. Every component has its own random stream, so the zoo does
+not depend on the schedule. Written under `out_dir`:
 
     pixart/    PixArtSigmaPipeline (transformer, vae, text_encoder, tokenizer, scheduler)
     flux/      FluxPipeline (+ text_encoder_2, tokenizer_2)
@@ -30,6 +33,7 @@ from ditcompress.utils.logging import get_logger
 from ditcompress.zoo import clip as clip_lib
 from ditcompress.zoo.common import images_to_tensor, tensor_to_images
 from ditcompress.zoo.config import PretrainConfig
+from ditcompress.zoo.jobs import JobPool, load_weights, weights_to_bytes
 from ditcompress.zoo.pipelines import flux_pipeline, generate_as_preset, pixart_pipeline, save_pipeline
 from ditcompress.zoo.teacher import TeacherData, build_flux_transformer, build_pixart_transformer, train_teacher
 from ditcompress.zoo.text import build_clip_tokenizer, build_t5_encoder, build_t5_tokenizer, caption_vocabulary
@@ -47,11 +51,20 @@ def stream_seed(seed: int, name: str) -> int:
     return seed * 100 + STREAMS[name]
 
 
-def _vae(cfg: PretrainConfig, family: str, pixels: torch.Tensor, truth: torch.Tensor, seed: int, tracker):
-    """Train one VAE; returns it with the teacher-space latents of `pixels` and its figures."""
+def _vae_job(cfg: PretrainConfig, family: str, images: np.ndarray, seed: int, *, tracker=None):
+    """Job: build and train one VAE; returns (weights, figures)."""
     name = f"vae_{family}"
+    pixels = images_to_tensor(images)
     vae = build_vae(cfg.vae, LATENT_CHANNELS[family], pixels.shape[-1], stream_seed(seed, name))
     stats = train_vae(vae, pixels, cfg.vae, stream_seed(seed, name), tracker, name)
+    return weights_to_bytes(vae), stats
+
+
+def _finish_vae(cfg: PretrainConfig, family: str, weights: bytes, stats: dict, pixels: torch.Tensor,
+                truth: torch.Tensor, seed: int):
+    """The trained VAE with its latent scaling set; the teacher-space latents of `pixels`; its figures."""
+    vae = load_weights(build_vae(cfg.vae, LATENT_CHANNELS[family], pixels.shape[-1],
+                                 stream_seed(seed, f"vae_{family}")), weights)
     modes = encode_modes(vae, pixels)
     set_latent_scaling(vae, modes, shift=family == "flux")  # the Flux pipeline adds shift_factor back
     with torch.no_grad():
@@ -61,39 +74,60 @@ def _vae(cfg: PretrainConfig, family: str, pixels: torch.Tensor, truth: torch.Te
     return vae, normalise_latents(vae, modes), stats
 
 
-def _clip(cfg: PretrainConfig, tokenizer, train, truth, seed: int, tracker):
-    """Train CLIP; figures include how often an image's caption beats a wrong one."""
-    size = train.images.shape[1]
-    model = clip_lib.build_clip(cfg.clip, tokenizer, size, stream_seed(seed, "clip"))
+def _clip_job(cfg: PretrainConfig, tokenizer, images: np.ndarray, captions: list[str], seed: int, *, tracker=None):
+    """Job: build and train CLIP; returns (weights, figures)."""
+    model = clip_lib.build_clip(cfg.clip, tokenizer, images.shape[1], stream_seed(seed, "clip"))
+    processor = clip_lib.build_clip_processor(tokenizer, images.shape[1])
+    stats = clip_lib.train_clip(model, processor, images, captions, cfg.clip, stream_seed(seed, "clip"), tracker)
+    return weights_to_bytes(model), stats
+
+
+def _finish_clip(cfg: PretrainConfig, tokenizer, weights: bytes, stats: dict, truth, seed: int):
+    """The trained CLIP and its processor; figures include how often an image's caption beats a wrong one."""
+    size = truth.images.shape[1]
+    model = load_weights(clip_lib.build_clip(cfg.clip, tokenizer, size, stream_seed(seed, "clip")), weights)
     processor = clip_lib.build_clip_processor(tokenizer, size)
-    stats = clip_lib.train_clip(model, processor, train.images, train.captions, cfg.clip,
-                                stream_seed(seed, "clip"), tracker)
     mismatched = np.array([[not scene_satisfies(scene, item) for item in truth.items] for scene in truth.scenes])
     stats["ranking_accuracy"] = clip_lib.caption_ranking_accuracy(model, processor, truth.images, truth.captions,
                                                                   mismatched)
     return model, processor, stats
 
 
-def _teacher(family: str, cfg: PretrainConfig, pipeline, latents, captions: list[str], seed: int, tracker):
-    """Train the pipeline's transformer through the family adapter; the EMA weights replace it."""
+def _build_transformer(family: str, cfg: PretrainConfig, latent_size: int, seed: int):
+    """A family's untrained teacher transformer (seeded: the same weights in every process)."""
+    if family == "pixart":
+        return build_pixart_transformer(cfg.pixart, LATENT_CHANNELS["pixart"], latent_size, cfg.text.width,
+                                        stream_seed(seed, "pixart"))
+    return build_flux_transformer(cfg.flux, LATENT_CHANNELS["flux"], cfg.text.width, cfg.clip.width,
+                                  stream_seed(seed, "flux"))
+
+
+def _teacher_data(family: str, cfg: PretrainConfig, pipeline, latents, captions: list[str]) -> TeacherData:
+    """Latents and the text-conditioning bank of every distinct caption, encoded by the pipeline's encoders."""
     adapter = get_adapter(family)
-    tcfg = cfg.pixart if family == "pixart" else cfg.flux
     unique = sorted(set(captions))
     row = {c: i for i, c in enumerate(unique)}
     with torch.no_grad():
         bank = adapter.encode_prompts(pipeline, unique, cfg.text.max_length)
         empty = adapter.encode_prompts(pipeline, [""], cfg.text.max_length)
-    data = TeacherData(latents, bank, torch.tensor([row[c] for c in captions]), empty)
+    return TeacherData(latents, bank, torch.tensor([row[c] for c in captions]), empty)
+
+
+def _teacher_job(family: str, cfg: PretrainConfig, data: TeacherData, scheduler_config: dict, seed: int, *,
+                 tracker=None):
+    """Job: train a family's teacher through its adapter; returns (EMA weights, figures)."""
+    adapter = get_adapter(family)
+    tcfg = cfg.pixart if family == "pixart" else cfg.flux
+    transformer = _build_transformer(family, cfg, data.latents.shape[-1], seed)
     weighting = cfg.pixart.timestep_sampling if family == "pixart" else cfg.flux.sigma_weighting
-    objective = adapter.objective(pipeline.scheduler.config, weighting=weighting)
+    objective = adapter.objective(scheduler_config, weighting=weighting)
     # Flux's guidance embedding sees the adapter's default scale (3.5) throughout: the teacher is
     # not guidance-distilled, so guidance_scale is inert; CFG dropout makes true CFG work (the
     # shapes-flux preset samples with true_cfg_scale 3.5)
-    ema, stats = train_teacher(adapter, objective, pipeline.transformer, data, tcfg, stream_seed(seed, family),
+    ema, stats = train_teacher(adapter, objective, transformer, data, tcfg, stream_seed(seed, family),
                                tracker=tracker, name=family)
-    pipeline.transformer = ema
     stats["params"] = sum(p.numel() for p in ema.parameters())
-    return stats
+    return weights_to_bytes(ema), stats
 
 
 def _grid(family: str, pipeline, items: list[dict], per_task: int, image_size: int, seed: int):
@@ -107,7 +141,7 @@ def _grid(family: str, pipeline, items: list[dict], per_task: int, image_size: i
 
 def run_pretrain(cfg: PretrainConfig, data_dir: Path, out_dir: Path, seed: int, tracker=None) -> dict:
     """Build, train and save the zoo under `out_dir`; returns the figures of every component."""
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(max(1, cfg.threads // cfg.workers))  # as every job (zoo/jobs.py)
     start = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     train = load_split(data_dir / "train")
@@ -124,34 +158,43 @@ def run_pretrain(cfg: PretrainConfig, data_dir: Path, out_dir: Path, seed: int, 
     pixels, truth_pixels = images_to_tensor(train.images), images_to_tensor(truth.images)
 
     metrics: dict = {}
-    vae_px, latents_px, metrics["vae_pixart"] = _vae(cfg, "pixart", pixels, truth_pixels, seed, tracker)
-    vae_fx, latents_fx, metrics["vae_flux"] = _vae(cfg, "flux", pixels, truth_pixels, seed, tracker)
-    del pixels
-
-    clip, processor, metrics["clip"] = _clip(cfg, clip_tokenizer, train, truth, seed, tracker)
-    clip.save_pretrained(out_dir / "clip")
-    processor.save_pretrained(out_dir / "clip")
-
-    latent_size = latents_px.shape[-1]
-    pipelines = {
-        "pixart": pixart_pipeline(
-            build_pixart_transformer(cfg.pixart, LATENT_CHANNELS["pixart"], latent_size, cfg.text.width,
-                                     stream_seed(seed, "pixart")),
-            vae_px, t5, t5_tokenizer, cfg.pixart.prediction_type, cfg.pixart.beta_schedule),
-        "flux": flux_pipeline(
-            build_flux_transformer(cfg.flux, LATENT_CHANNELS["flux"], cfg.text.width, cfg.clip.width,
-                                   stream_seed(seed, "flux")),
-            vae_fx, clip_lib.clip_text_encoder(clip), clip_tokenizer, t5, t5_tokenizer),
-    }
-    for family, latents in (("pixart", latents_px), ("flux", latents_fx)):
-        pipe = pipelines[family]
-        metrics[family] = _teacher(family, cfg, pipe, latents, train.captions, seed, tracker)
-        save_pipeline(pipe, out_dir / family)
-        grid = _grid(family, pipe, items, cfg.grid_prompts_per_task, size, seed)
-        (out_dir / "samples").mkdir(parents=True, exist_ok=True)
-        grid.save(out_dir / "samples" / f"{family}.png")
-        if tracker is not None:
-            tracker.log_image(grid, f"samples_{family}.png")
+    pipelines, teachers = {}, {}
+    # the order matters only for the wall time: each teacher starts as soon as what it needs is done
+    with JobPool(cfg.workers, cfg.threads, tracker) as pool:
+        vae_jobs = {f: pool.submit(_vae_job, cfg, f, train.images, seed) for f in ("pixart", "flux")}
+        vae_px, latents_px, metrics["vae_pixart"] = _finish_vae(cfg, "pixart", *pool.result(vae_jobs["pixart"]),
+                                                                pixels, truth_pixels, seed)
+        pipelines["pixart"] = pixart_pipeline(
+            _build_transformer("pixart", cfg, latents_px.shape[-1], seed), vae_px, t5, t5_tokenizer,
+            cfg.pixart.prediction_type, cfg.pixart.beta_schedule)
+        teachers["pixart"] = pool.submit(_teacher_job, "pixart", cfg,
+                                         _teacher_data("pixart", cfg, pipelines["pixart"], latents_px, train.captions),
+                                         dict(pipelines["pixart"].scheduler.config), seed)
+        del latents_px
+        vae_fx, latents_fx, metrics["vae_flux"] = _finish_vae(cfg, "flux", *pool.result(vae_jobs["flux"]),
+                                                              pixels, truth_pixels, seed)
+        del pixels
+        clip_job = pool.submit(_clip_job, cfg, clip_tokenizer, train.images, train.captions, seed)
+        clip, processor, metrics["clip"] = _finish_clip(cfg, clip_tokenizer, *pool.result(clip_job), truth, seed)
+        clip.save_pretrained(out_dir / "clip")
+        processor.save_pretrained(out_dir / "clip")
+        pipelines["flux"] = flux_pipeline(
+            _build_transformer("flux", cfg, latents_fx.shape[-1], seed), vae_fx, clip_lib.clip_text_encoder(clip),
+            clip_tokenizer, t5, t5_tokenizer)
+        teachers["flux"] = pool.submit(_teacher_job, "flux", cfg,
+                                       _teacher_data("flux", cfg, pipelines["flux"], latents_fx, train.captions),
+                                       dict(pipelines["flux"].scheduler.config), seed)
+        del latents_fx
+        for family, job in teachers.items():
+            pipe = pipelines[family]
+            weights, metrics[family] = pool.result(job)
+            pipe.transformer = load_weights(pipe.transformer, weights).requires_grad_(False)
+            save_pipeline(pipe, out_dir / family)
+            grid = _grid(family, pipe, items, cfg.grid_prompts_per_task, size, seed)
+            (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+            grid.save(out_dir / "samples" / f"{family}.png")
+            if tracker is not None:
+                tracker.log_image(grid, f"samples_{family}.png")
     metrics["seconds_total"] = time.perf_counter() - start
     log.info("pretrain: zoo written to %s in %.1f min", out_dir, metrics["seconds_total"] / 60)
     return metrics
