@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from ditcompress.data import GenerateConfig, read_captions, regenerate, run_generate
 from ditcompress.data.dataset import TeacherDataset
@@ -189,6 +191,24 @@ def test_stage_mode_starts_over_when_settings_change(caption_set, tiny_pixart, t
     again = run_generate(other, caption_set, tiny_pixart, "pixart", tmp_path, process=LocalProcess(),
                          restart_if_changed=True)
     assert again["new_images"] == 0 and again["images"] == 4
+
+
+def test_stage_mode_starts_over_when_the_teacher_is_retrained(caption_set, tiny_pixart, tmp_path):
+    """A retrained teacher saved at the same path replaces the old teacher's images."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_pixart, teacher)
+    small = CFG.model_copy(update={"num_images": 2, "num_inference_steps": 1})
+    out = tmp_path / "out"
+    run_generate(small, caption_set, teacher, "pixart", out, process=LocalProcess())
+    before = _shard_bytes(out)
+    (weights,) = (teacher / "transformer").glob("*.safetensors")
+    state = load_file(weights)
+    state = {k: v + 0.05 if k.startswith("proj_out") else v for k, v in state.items()}
+    save_file(state, weights)
+    with pytest.raises(UserError, match="teacher_digest"):
+        run_generate(small, caption_set, teacher, "pixart", out, process=LocalProcess())
+    metrics = run_generate(small, caption_set, teacher, "pixart", out, process=LocalProcess(), restart_if_changed=True)
+    assert metrics["new_images"] == 2 and _shard_bytes(out) != before
 
 
 def test_unset_inference_settings_come_from_the_preset():

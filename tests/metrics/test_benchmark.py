@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 from ditcompress.metrics import get_evaluator
-from ditcompress.metrics.benchmark import image_path, model_digest, run_evaluate
+from ditcompress.metrics.benchmark import image_path, run_evaluate
 from ditcompress.params import parse_params
 from ditcompress.shapes.dataset import build_dataset
+from ditcompress.utils.digest import model_digest
 
 DATA = {"image_size": 32, "n_train": 48, "n_reference": 6, "prompts_per_task": 1, "dpg_prompts": 2}
 TINY_ZOO = {

@@ -34,6 +34,7 @@ from ditcompress.data.shards import (
 )
 from ditcompress.errors import UserError
 from ditcompress.models.base import Conditioning
+from ditcompress.utils.digest import model_digest
 from ditcompress.utils.logging import get_logger, progress
 
 log = get_logger(__name__)
@@ -191,7 +192,8 @@ def run_generate(cfg: GenerateConfig, captions_dir: str | Path, pipeline_path: s
         raise UserError(f"generate.num_images: {cfg.num_images} but {captions_dir} has {len(captions)} captions")
     ids = generation_order(captions, cfg.seed)[: cfg.num_images]
     teacher = str(pipeline_path)
-    settings = {**fingerprint(cfg), "family": family, "teacher": teacher}
+    # the weights too: a retrained teacher at the same path must not keep the old teacher's images
+    settings = {**fingerprint(cfg), "family": family, "teacher": teacher, "teacher_digest": model_digest(pipeline_path)}
     run = ShardedRun(out_dir, "generate", settings, plan_shards(ids, cfg.shard_size), SUFFIX,
                      digest_lines(f"{i}\t{captions[i]}" for i in ids), process, restart_if_changed)
     mine = run.start()

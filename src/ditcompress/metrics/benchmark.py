@@ -36,6 +36,7 @@ from ditcompress.errors import UserError
 from ditcompress.metrics.base import ImageSet, MetricsError, resolve_device
 from ditcompress.metrics.registry import build_evaluators, evaluate
 from ditcompress.models.presets import get_preset
+from ditcompress.utils.digest import model_digest
 from ditcompress.utils.logging import get_logger, progress
 
 log = get_logger(__name__)
@@ -43,30 +44,6 @@ log = get_logger(__name__)
 SETTINGS_FILE = "settings.json"
 PROMPTS_GROUP = "prompts"
 GRID_IMAGES = 16
-# local model directories up to this size are identified by a hash of their bytes; larger ones
-# (real checkpoints) by file names, sizes and modification times
-HASH_LIMIT_BYTES = 2 << 30
-
-
-def model_digest(path: str | Path) -> str:
-    """What identifies a model's weights: a content hash for a local directory, else the hub id."""
-    path = Path(path)
-    if not path.is_dir():
-        return str(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors", ".txt"))
-    h = hashlib.sha1()
-    by_content = sum(p.stat().st_size for p in files) <= HASH_LIMIT_BYTES
-    for p in files:
-        h.update(p.relative_to(path).as_posix().encode())
-        if by_content:
-            with p.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        else:
-            h.update(f"{p.stat().st_size}:{p.stat().st_mtime_ns}".encode())
-    return h.hexdigest()
-
-
 def load_reference(path: str | Path, captions: str | Path | None = None, limit: int | None = None) -> ImageSet:
     """The reference image set with one caption per image (CMMD / Fréchet reference, CLIP-score prompts).
 
