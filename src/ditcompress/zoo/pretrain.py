@@ -130,6 +130,12 @@ def _teacher_job(family: str, cfg: PretrainConfig, data: TeacherData, scheduler_
     return weights_to_bytes(ema), stats
 
 
+def _start_teacher(pool: JobPool, family: str, cfg: PretrainConfig, pipeline, latents, captions: list[str], seed: int):
+    """Submit a family's teacher job, with the conditioning encoded here by the pipeline's text encoders."""
+    data = _teacher_data(family, cfg, pipeline, latents, captions)
+    return pool.submit(_teacher_job, family, cfg, data, dict(pipeline.scheduler.config), seed)
+
+
 def _grid(family: str, pipeline, items: list[dict], per_task: int, image_size: int, seed: int):
     """Teacher samples for the first `per_task` GenEval prompts of each tag, with the preset's sampler."""
     preset = get_preset(f"shapes-{family}")
@@ -141,7 +147,6 @@ def _grid(family: str, pipeline, items: list[dict], per_task: int, image_size: i
 
 def run_pretrain(cfg: PretrainConfig, data_dir: Path, out_dir: Path, seed: int, tracker=None) -> dict:
     """Build, train and save the zoo under `out_dir`; returns the figures of every component."""
-    torch.set_num_threads(max(1, cfg.threads // cfg.workers))  # as every job (zoo/jobs.py)
     start = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     train = load_split(data_dir / "train")
@@ -167,9 +172,7 @@ def run_pretrain(cfg: PretrainConfig, data_dir: Path, out_dir: Path, seed: int, 
         pipelines["pixart"] = pixart_pipeline(
             _build_transformer("pixart", cfg, latents_px.shape[-1], seed), vae_px, t5, t5_tokenizer,
             cfg.pixart.prediction_type, cfg.pixart.beta_schedule)
-        teachers["pixart"] = pool.submit(_teacher_job, "pixart", cfg,
-                                         _teacher_data("pixart", cfg, pipelines["pixart"], latents_px, train.captions),
-                                         dict(pipelines["pixart"].scheduler.config), seed)
+        teachers["pixart"] = _start_teacher(pool, "pixart", cfg, pipelines["pixart"], latents_px, train.captions, seed)
         del latents_px
         vae_fx, latents_fx, metrics["vae_flux"] = _finish_vae(cfg, "flux", *pool.result(vae_jobs["flux"]),
                                                               pixels, truth_pixels, seed)
@@ -181,9 +184,7 @@ def run_pretrain(cfg: PretrainConfig, data_dir: Path, out_dir: Path, seed: int, 
         pipelines["flux"] = flux_pipeline(
             _build_transformer("flux", cfg, latents_fx.shape[-1], seed), vae_fx, clip_lib.clip_text_encoder(clip),
             clip_tokenizer, t5, t5_tokenizer)
-        teachers["flux"] = pool.submit(_teacher_job, "flux", cfg,
-                                       _teacher_data("flux", cfg, pipelines["flux"], latents_fx, train.captions),
-                                       dict(pipelines["flux"].scheduler.config), seed)
+        teachers["flux"] = _start_teacher(pool, "flux", cfg, pipelines["flux"], latents_fx, train.captions, seed)
         del latents_fx
         for family, job in teachers.items():
             pipe = pipelines[family]
