@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from ditcompress.metrics.detection import Detection
 from ditcompress.shapes.dataset import build_dataset, load_split
-from ditcompress.shapes.detector import ShapesDetector
+from ditcompress.shapes.detector import ShapesDetector, outline_error
 from ditcompress.shapes.render import coverage
 from ditcompress.shapes.vocab import PALETTE, SHAPES
 
@@ -110,6 +110,47 @@ def test_lying_blobs_read_as_bars_but_never_count():
     for blob in _blobs(horizontal=True):
         [d] = ShapesDetector(("circle", "triangle", "bar")).detect(blob)
         assert d.label == "bar" and 0.3 < d.score < 0.9
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_perimeters_match_the_drawn_outlines(name):
+    # every shape is star-shaped about its box centre: find where each of many rays leaves it
+    # (bisection on `inside`) and measure the closed polyline through those points
+    kind, theta = SHAPES[name], np.linspace(0, 2 * np.pi, 20000, endpoint=False)
+    lo, hi = np.zeros_like(theta), np.full_like(theta, 2.0)
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        out = ~kind.inside(mid * np.cos(theta), mid * np.sin(theta))
+        lo, hi = np.where(out, lo, mid), np.where(out, mid, hi)
+    points = np.stack([lo * np.cos(theta), lo * np.sin(theta)], 1)
+    length = np.linalg.norm(np.diff(points, axis=0, append=points[:1]), axis=1).sum()
+    assert length / 2 == pytest.approx(kind.perimeter, rel=1e-3)  # the unit box has side 2
+
+
+def test_outline_error_is_the_mean_outline_offset():
+    # a disc of radius r and the same disc shifted by s: the outline moves by |s·cos θ|, 2s/π on average
+    r, s = 6.0, 0.3
+    lens = 2 * r * r * np.arccos(s / (2 * r)) - s / 2 * np.sqrt(4 * r * r - s * s)
+    iou = lens / (2 * np.pi * r * r - lens)
+    assert outline_error(iou, np.pi * r * r, SHAPES["circle"]) == pytest.approx(2 * s / np.pi, rel=0.01)
+    # a square of side a shifted by s along x: two sides move by s, two do not, s/2 on average
+    a = 8.0
+    iou = (a - s) / (a + s)
+    assert outline_error(iou, a * a, SHAPES["square"]) == pytest.approx(s / 2, rel=0.01)
+
+
+def test_the_same_outline_error_costs_the_same_confidence_at_every_size():
+    # circles whose radius wobbles by ±0.8 px, r + 0.8·cos 5θ: mean outline offset 1.6/π ≈ 0.51 px at any size
+    detector = ShapesDetector(("circle", "triangle", "bar"))
+    found = []
+    for r in (3.5, 5.0, 7.0, 10.0):
+        [d] = detector.detect(paint(lambda x, y, r=r: np.hypot(x - 16, y - 16) <= r + 0.8 * np.cos(5 * np.arctan2(y - 16, x - 16))))
+        assert d.label == "circle"
+        assert d.extra["outline_error_px"] == pytest.approx(1.6 / np.pi, rel=0.1)
+        found.append((d.extra["iou"], d.score))
+    ious, scores = np.array(found).T
+    assert ious.max() - ious.min() > 0.15  # a soft IoU judges the small wobbly circle far worse
+    assert scores.max() - scores.min() < 0.05 and 0.5 < scores.min() < 0.9  # visibly wobbly: below counting
 
 
 def test_speckles_are_dropped_and_background_gives_nothing(detector):

@@ -25,22 +25,25 @@ class ShapeKind:
     fill: float  # area / size**2
     centroid_dy: float  # (area centroid - box centre) / size along y; the triangle's is below
     plural: str
+    perimeter: float  # outline length / size
 
 
 SHAPES: dict[str, ShapeKind] = {
-    "circle": ShapeKind(lambda u, v: u * u + v * v <= 1.0, np.pi / 4, 0.0, "circles"),
-    "square": ShapeKind(lambda u, v: (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0), 1.0, 0.0, "squares"),
+    "circle": ShapeKind(lambda u, v: u * u + v * v <= 1.0, np.pi / 4, 0.0, "circles", np.pi),
+    "square": ShapeKind(lambda u, v: (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0), 1.0, 0.0, "squares", 4.0),
     # apex up, base down: width grows linearly from the apex (v=-1) to the base (v=+1)
-    "triangle": ShapeKind(lambda u, v: (v <= 1.0) & (np.abs(u) <= (v + 1.0) / 2), 0.5, 1 / 6, "triangles"),
-    "diamond": ShapeKind(lambda u, v: np.abs(u) + np.abs(v) <= 1.0, 0.5, 0.0, "diamonds"),
+    "triangle": ShapeKind(lambda u, v: (v <= 1.0) & (np.abs(u) <= (v + 1.0) / 2), 0.5, 1 / 6, "triangles",
+                          1 + np.sqrt(5)),
+    "diamond": ShapeKind(lambda u, v: np.abs(u) + np.abs(v) <= 1.0, 0.5, 0.0, "diamonds", 2 * np.sqrt(2)),
     "cross": ShapeKind(
         lambda u, v: ((np.abs(u) <= 1 / 3) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= 1 / 3) & (np.abs(u) <= 1.0)),
         5 / 9,
         0.0,
         "crosses",
+        4.0,
     ),
     # a 2:1 horizontal bar, the full width of its box and half its height
-    "bar": ShapeKind(lambda u, v: (np.abs(u) <= 1.0) & (np.abs(v) <= 0.5), 0.5, 0.0, "bars"),
+    "bar": ShapeKind(lambda u, v: (np.abs(u) <= 1.0) & (np.abs(v) <= 0.5), 0.5, 0.0, "bars", 3.0),
 }
 
 # GenEval's COLORS list (evaluate_images.py), in its order
