@@ -1,7 +1,7 @@
 """Params of the pretrain stage (`pretrain:` in params.yaml): sizes and step budgets of the tiny zoo.
 
 The step counts are the time budget: on a 2-core CPU the defaults train the whole zoo (two
-VAEs, CLIP, the PixArt and the Flux teacher, two at a time) in about 35 minutes (README, "Status").
+VAEs, CLIP, the PixArt and the Flux teacher, two at a time) in about 42 minutes (README, "Status").
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ class VaeConfig(Strict):
 
     Three entries: 4x down-sampling, so 32 px images become 8x8 latents and a teacher sees 16
     tokens. Measured on the 96 GenEval eval prompts (bench/shapes_world_figures.py): the round
-    trip of the ground truth through this VAE scores 0.927 with the circle/triangle/bar vocabulary
-    (0.885 with squares instead of bars), losing only on counting, whose 0.9 detector confidence
-    needs near-exact edges on the smallest shapes. A 2x VAE's 64 tokens make a teacher step about
+    trip of the ground truth through either family's 2400-step VAE scores 1.000 (the 1200-step
+    PixArt VAE of earlier zoos: 0.979, 0.927 before the detector judged outlines in pixels, 0.885
+    with squares instead of bars). A 2x VAE's 64 tokens make a teacher step about
     four times dearer, and its 8-layer PixArt (width 96, batch 48, 800 steps, ~5 min) still drew
     blobs (GenEval 0.01-0.02), so the ceiling is not what limits the teachers on this budget.
     Fine-tuning the decoder on noisy latents (encoder frozen) did not rescue a teacher's samples
