@@ -144,7 +144,8 @@ def test_the_same_outline_error_costs_the_same_confidence_at_every_size():
     detector = ShapesDetector(("circle", "triangle", "bar"))
     found = []
     for r in (3.5, 5.0, 7.0, 10.0):
-        [d] = detector.detect(paint(lambda x, y, r=r: np.hypot(x - 16, y - 16) <= r + 0.8 * np.cos(5 * np.arctan2(y - 16, x - 16))))
+        wobbly = paint(lambda x, y, r=r: np.hypot(x - 16, y - 16) <= r + 0.8 * np.cos(5 * np.arctan2(y - 16, x - 16)))
+        [d] = detector.detect(wobbly)
         assert d.label == "circle"
         assert d.extra["outline_error_px"] == pytest.approx(1.6 / np.pi, rel=0.1)
         found.append((d.extra["iou"], d.score))

@@ -12,19 +12,19 @@ Mask2Former detector of the real benchmark. Steps for one image:
 4. the shape class is the template (rendered with the renderer's own `coverage`, sized and
    placed from the alpha moments) with the highest soft IoU; the box is that template's box.
 
-`score` is a confidence in [0, 1] that the component is one object of its class: how well the
-best template fits, times how clearly it beats the second-best class (soft IoU lead), times a
-penalty for components too small to tell shapes apart. The fit is the template's mean outline
-error in pixels, 2·area·(1 − IoU) / (perimeter·(1 + IoU)), the mean distance an outline must
-be off by (as much pushed out as pulled in) to give that IoU: a soft IoU alone judges the same pixel of error more
-harshly on a small shape, whose outline is long for its area (the PixArt VAE's round trip of
+`score` is a confidence in [0, 1] that the component is one object of its class: how well the best
+template fits, times how clearly it beats the second-best class (soft IoU lead), times a penalty
+for components too small to tell shapes apart. The fit is the template's mean outline error in
+pixels, 2·area·(1 − IoU) / (perimeter·(1 + IoU)), the mean distance an outline must be off by (as
+much pushed out as pulled in) to give that IoU. A soft IoU alone judges the same pixel of error
+more harshly on a small shape, whose outline is long for its area (the PixArt VAE's round trip of
 four 7 px bars scored IoU 0.83-0.89 with outlines 0.2 px off, and failed GenEval's counting
 threshold). Clean renders score ~1; blurred-but-clear shapes and VAE round trips stay above
 GenEval's counting threshold 0.9; merged or misshapen blobs fall well below it; speckles below
-MIN_AREA_PX pixels are dropped. As in GenEval,
-where CLIP names the colour separately from the detector's confidence, the colour does not enter
-the score: it is the nearest of GenEval's ten colours, with `extra["color_confidence"]` saying
-how clearly (0 half-way between two palette colours).
+MIN_AREA_PX pixels are dropped. As in GenEval, where CLIP names the colour separately from the
+detector's confidence, the colour does not enter the score: it is the nearest of GenEval's ten
+colours, with `extra["color_confidence"]` saying how clearly (0 half-way between two palette
+colours).
 """
 
 from __future__ import annotations
