@@ -10,7 +10,7 @@ from ditcompress.zoo.config import PretrainConfig
 # only sizes and step counts change; every architectural switch stays as in the default config
 TINY = {
     "threads": 1,
-    "workers": 1,  # in this process; test_same_seed_same_zoo trains with two worker processes
+    "workers": 1,  # in this process; test_same_seed_same_zoo_whatever_the_schedule also uses two processes
     "text": {"width": 16, "heads": 2, "layers": 1},
     "vae": {"channels": (8, 8, 8), "norm_groups": 4, "steps": 8, "batch_size": 8},
     "clip": {"width": 16, "heads": 2, "layers": 1, "projection_dim": 16, "steps": 8, "batch_size": 16, "warmup_steps": 2},
@@ -31,6 +31,19 @@ def shrink(**overrides) -> PretrainConfig:
         else:
             raw[section] = values
     return PretrainConfig.model_validate(raw)
+
+
+class Recorder:
+    """Tracker stand-in that keeps what it is given."""
+
+    def __init__(self):
+        self.metrics, self.images = [], {}
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((step, dict(metrics)))
+
+    def log_image(self, image, name):
+        self.images[name] = image
 
 
 @pytest.fixture

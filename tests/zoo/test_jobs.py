@@ -11,13 +11,7 @@ from torch import nn
 
 from ditcompress.zoo.jobs import JobPool, load_weights, weights_to_bytes
 
-
-class Recorder:
-    def __init__(self):
-        self.metrics = []
-
-    def log_metrics(self, metrics, step=None):
-        self.metrics.append((step, dict(metrics)))
+from .conftest import Recorder
 
 
 @pytest.fixture

@@ -11,20 +11,7 @@ from transformers import CLIPModel, CLIPProcessor
 from ditcompress.models.registry import get_adapter
 from ditcompress.zoo.pretrain import run_pretrain
 
-from .conftest import shrink
-
-
-class Recorder:
-    """Tracker stand-in that keeps what it is given."""
-
-    def __init__(self):
-        self.metrics, self.images = [], {}
-
-    def log_metrics(self, metrics, step=None):
-        self.metrics.append((step, dict(metrics)))
-
-    def log_image(self, image, name):
-        self.images[name] = image
+from .conftest import Recorder, shrink
 
 
 @pytest.fixture(scope="module")
