@@ -154,6 +154,27 @@ def test_the_same_outline_error_costs_the_same_confidence_at_every_size():
     assert scores.max() - scores.min() < 0.05 and 0.5 < scores.min() < 0.9  # visibly wobbly: below counting
 
 
+def test_shapes_smaller_than_the_worlds_smallest_object_lose_confidence(detector):
+    # the ramp on template size: 0 at 4 px, 1 at 6 px (the scene sampler's smallest object);
+    # a clean render fits its template, so its confidence is the ramp's value at most
+    for shape in detector.classes:
+        for size in (3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0):
+            y0, x0, cov = coverage(shape, 15.3, 16.6, size, 32, 32)
+            a = np.zeros((32, 32, 1))
+            a[y0 : y0 + cov.shape[0], x0 : x0 + cov.shape[1], 0] = cov
+            image = np.rint(np.array(BG) * (1 - a) + np.array(PALETTE["green"]) * a).astype(np.uint8)
+            dets = detector.detect(image)
+            # the size is estimated from the area, which anti-aliased edges inflate on a 2.5 px thin bar
+            assert len(dets) <= 1 and all(d.extra["size"] == pytest.approx(size, abs=0.6) for d in dets)
+            ramp = np.clip((size + 0.6 - 4.0) / 2.0, 0, 1)
+            assert all(d.score <= ramp for d in dets), (shape, size)
+            if size >= 6.0:
+                [d] = dets
+                assert d.label == shape and d.score > 0.9
+            if size <= 3.5:
+                assert all(d.score == 0.0 for d in dets)
+
+
 def test_speckles_are_dropped_and_background_gives_nothing(detector):
     image = np.full((32, 32, 3), 128, np.uint8)
     assert detector.detect(image) == []

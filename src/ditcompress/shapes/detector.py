@@ -14,9 +14,13 @@ Mask2Former detector of the real benchmark. Steps for one image:
 
 `score` is a confidence in [0, 1] that the component is one object of its class: how well the best
 template fits, times how clearly it beats the second-best class (soft IoU lead), times a penalty
-for components too small to tell shapes apart. The fit is the template's mean outline error in
-pixels, 2·area·(1 − IoU) / (perimeter·(1 + IoU)), the mean distance an outline must be off by (as
-much pushed out as pulled in) to give that IoU. A soft IoU alone judges the same pixel of error
+for shapes too small to tell apart: below a template size of 6 px, the world's smallest object,
+falling to zero at 4 px. A 4 px blob fits a circle or a bar about as well as a real shape does,
+so without that penalty the failed samples of a 20-step teacher, fields of random colour blobs,
+scored GenEval 0.245 (README, "Detector confidence").
+
+The fit is the template's mean outline error in pixels, 2·area·(1 − IoU) / (perimeter·(1 + IoU)),
+the mean distance an outline must be off by (as much pushed out as pulled in) to give that IoU. A soft IoU alone judges the same pixel of error
 more harshly on a small shape, whose outline is long for its area (the PixArt VAE's round trip of
 four 7 px bars scored IoU 0.83-0.89 with outlines 0.2 px off, and failed GenEval's counting
 threshold). Clean renders score ~1; blurred-but-clear shapes and VAE round trips stay above
@@ -39,7 +43,7 @@ from ditcompress.shapes.config import ShapesDataConfig
 from ditcompress.shapes.render import coverage
 from ditcompress.shapes.vocab import PALETTE, SHAPES, ShapeKind
 
-VERSION = 2  # bump when detections change, so cached detections are recomputed
+VERSION = 3  # bump when detections change, so cached detections are recomputed
 # lengths in pixels are for 32 px images and scale with the image (areas with its square)
 REFERENCE_PX = 32
 EDGE_PX = 2.0  # how far outside its core a component may claim edge pixels
@@ -47,7 +51,11 @@ CROP_PAD = 3  # pixels around a component's region that its fit looks at
 ALPHA_FLOOR = 0.1  # alphas below this are background noise
 MASK_ALPHA = 0.45  # half-covered pixels belong to the mask (0.5 less uint8 rounding)
 MIN_AREA_PX = 4.0  # smaller components are speckles
-FULL_AREA_PX = 16.0  # components at least this large can be classified with full confidence
+# template size (px) at which a class is asserted with no and with full confidence: the scene
+# sampler never draws an object smaller than 6 px (scene.MIN_SIZE_PX); blobs of 3-5 px in a
+# teacher's failed samples fit a template within an outline error of 0.3 px, because at that
+# size every blob is roughly round or roughly long
+SIZE_FAIL_PX, SIZE_CLEAR_PX = 4.0, 6.0
 BLUR_SIGMAS = (0.0, 0.5, 0.9)  # template blurs tried, so soft edges of generated images still fit
 # mean outline error (px) mapped to confidence 1 and 0. These are the soft-IoU anchors the
 # detector used before (0.92 and 0.6) for a circle of radius 5-6 px, the size of a two-object
@@ -143,7 +151,7 @@ class ShapesDetector:
         score = (
             np.clip((EDGE_FAIL_PX - edge_px) / (EDGE_FAIL_PX - EDGE_CLEAN_PX), 0, 1)
             * np.clip((iou - runner_up) / MARGIN_CLEAR, 0, 1)
-            * np.clip(area / (FULL_AREA_PX * scale**2), 0, 1)
+            * np.clip((size / scale - SIZE_FAIL_PX) / (SIZE_CLEAR_PX - SIZE_FAIL_PX), 0, 1)
         )
         cx, cy, half = cx + x0, cy + y0, size / 2
         mask = np.zeros(region.shape, bool)
@@ -154,7 +162,7 @@ class ShapesDetector:
             box=(cx - half, cy - half, cx + half, cy + half),
             mask=mask,
             color=self.colors[k],
-            extra={"iou": iou, "runner_up_iou": runner_up, "outline_error_px": edge_px, "area": area,
+            extra={"iou": iou, "runner_up_iou": runner_up, "outline_error_px": edge_px, "area": area, "size": size,
                    "color_confidence": self._colour_confidence(colour, k)},
         )
 
