@@ -5,7 +5,7 @@
 
 How the README's teacher variants were measured. The variant trains on the saved zoo's VAE
 latents and text encoders (models/shapes/<family>), exactly as the pretrain stage trains its
-teacher (`zoo.pretrain` / `zoo.teacher`), with the `--set` overrides applied to the defaults of
+teacher (`zoo.pretrain.train_family_teacher`), with the `--set` overrides applied to the defaults of
 `zoo/config.py`. A `text:` override rebuilds the frozen T5 (same seed stream) before encoding.
 It then samples the 96 GenEval eval prompts, one image each, with the family's preset sampler at
 sampling seeds 100, 101, ... and prints the per-task and overall accuracy averaged over the seeds
@@ -41,29 +41,21 @@ from ditcompress.zoo import pretrain
 from ditcompress.zoo.common import images_to_tensor
 from ditcompress.zoo.config import PretrainConfig
 from ditcompress.zoo.pipelines import generate_as_preset, save_pipeline
-from ditcompress.zoo.teacher import train_teacher
 from ditcompress.zoo.text import build_t5_encoder
 from ditcompress.zoo.vae import encode_modes, normalise_latents
 
 
 def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed: int):
     """The family's saved pipeline with a freshly trained teacher (EMA weights); returns (pipeline, stats)."""
-    adapter = get_adapter(family)
-    pipe = adapter.load_pipeline(str(zoo / family))
+    pipe = get_adapter(family).load_pipeline(str(zoo / family))
     if cfg.text != PretrainConfig().text:
         t5 = pipe.text_encoder if family == "pixart" else pipe.text_encoder_2
         t5 = build_t5_encoder(cfg.text, t5.config.vocab_size, pretrain.stream_seed(seed, "t5"))
         setattr(pipe, "text_encoder" if family == "pixart" else "text_encoder_2", t5)
     train = load_split(data / "train")
     latents = normalise_latents(pipe.vae, encode_modes(pipe.vae, images_to_tensor(train.images)))
-    pipe.transformer = pretrain._build_transformer(family, cfg, latents.shape[-1], seed)
-    teacher_data = pretrain._teacher_data(family, cfg, pipe, latents, train.captions)
-    tcfg = getattr(cfg, family)
-    weighting = tcfg.timestep_sampling if family == "pixart" else tcfg.sigma_weighting
-    objective = adapter.objective(dict(pipe.scheduler.config), weighting=weighting)
-    ema, stats = train_teacher(adapter, objective, pipe.transformer, teacher_data, tcfg,
-                               pretrain.stream_seed(seed, family), name=family)
-    pipe.transformer = ema
+    bank = pretrain.teacher_data(family, cfg, pipe, latents, train.captions)
+    pipe.transformer, stats = pretrain.train_family_teacher(family, cfg, bank, dict(pipe.scheduler.config), seed)
     return pipe, stats
 
 

@@ -17,15 +17,15 @@ template fits, times how clearly it beats the second-best class (soft IoU lead),
 for shapes too small to tell apart: below a template size of 6 px, the world's smallest object,
 falling to zero at 4 px. A 4 px blob fits a circle or a bar about as well as a real shape does,
 so without that penalty the failed samples of a 20-step teacher, fields of random colour blobs,
-scored GenEval 0.245 (README, "Detector confidence").
+scored GenEval 0.284 (0.185 with it; README, "Chance level, and shapes too small to name").
 
 The fit is the template's mean outline error in pixels, 2·area·(1 − IoU) / (perimeter·(1 + IoU)),
-the mean distance an outline must be off by (as much pushed out as pulled in) to give that IoU. A soft IoU alone judges the same pixel of error
-more harshly on a small shape, whose outline is long for its area (the PixArt VAE's round trip of
-four 7 px bars scored IoU 0.83-0.89 with outlines 0.2 px off, and failed GenEval's counting
-threshold). Clean renders score ~1; blurred-but-clear shapes and VAE round trips stay above
-GenEval's counting threshold 0.9; merged or misshapen blobs fall well below it; speckles below
-MIN_AREA_PX pixels are dropped. As in GenEval, where CLIP names the colour separately from the
+the mean distance an outline must be off by (as much pushed out as pulled in) to give that IoU.
+A soft IoU alone judges the same pixel of error more harshly on a small shape, whose outline is
+long for its area (the PixArt VAE's round trip of four 7 px bars scored IoU 0.83-0.89 with
+outlines 0.2 px off, and failed GenEval's counting threshold). Clean renders score ~1;
+blurred-but-clear shapes and VAE round trips stay above GenEval's counting threshold 0.9; merged
+or misshapen blobs fall well below it; speckles below MIN_AREA_PX pixels are dropped. As in GenEval, where CLIP names the colour separately from the
 detector's confidence, the colour does not enter the score: it is the nearest of GenEval's ten
 colours, with `extra["color_confidence"]` saying how clearly (0 half-way between two palette
 colours).
@@ -162,8 +162,8 @@ class ShapesDetector:
             box=(cx - half, cy - half, cx + half, cy + half),
             mask=mask,
             color=self.colors[k],
-            extra={"iou": iou, "runner_up_iou": runner_up, "outline_error_px": edge_px, "area": area, "size": size,
-                   "color_confidence": self._colour_confidence(colour, k)},
+            extra={"iou": iou, "runner_up_iou": runner_up, "outline_error_px": edge_px, "area": area,
+                   "size": size, "color_confidence": self._colour_confidence(colour, k)},
         )
 
     def _colour_confidence(self, colour: np.ndarray, k: int) -> float:

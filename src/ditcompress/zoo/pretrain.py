@@ -102,7 +102,7 @@ def _build_transformer(family: str, cfg: PretrainConfig, latent_size: int, seed:
                                   stream_seed(seed, "flux"))
 
 
-def _teacher_data(family: str, cfg: PretrainConfig, pipeline, latents, captions: list[str]) -> TeacherData:
+def teacher_data(family: str, cfg: PretrainConfig, pipeline, latents, captions: list[str]) -> TeacherData:
     """Latents and the text-conditioning bank of every distinct caption, encoded by the pipeline's encoders."""
     adapter = get_adapter(family)
     unique = sorted(set(captions))
@@ -113,9 +113,9 @@ def _teacher_data(family: str, cfg: PretrainConfig, pipeline, latents, captions:
     return TeacherData(latents, bank, torch.tensor([row[c] for c in captions]), empty)
 
 
-def _teacher_job(family: str, cfg: PretrainConfig, data: TeacherData, scheduler_config: dict, seed: int, *,
-                 tracker=None):
-    """Job: train a family's teacher through its adapter; returns (EMA weights, figures)."""
+def train_family_teacher(family: str, cfg: PretrainConfig, data: TeacherData, scheduler_config: dict, seed: int, *,
+                         tracker=None):
+    """Train a family's teacher from scratch through its adapter; returns (EMA transformer, figures)."""
     adapter = get_adapter(family)
     tcfg = cfg.pixart if family == "pixart" else cfg.flux
     transformer = _build_transformer(family, cfg, data.latents.shape[-1], seed)
@@ -127,12 +127,19 @@ def _teacher_job(family: str, cfg: PretrainConfig, data: TeacherData, scheduler_
     ema, stats = train_teacher(adapter, objective, transformer, data, tcfg, stream_seed(seed, family),
                                tracker=tracker, name=family)
     stats["params"] = sum(p.numel() for p in ema.parameters())
+    return ema, stats
+
+
+def _teacher_job(family: str, cfg: PretrainConfig, data: TeacherData, scheduler_config: dict, seed: int, *,
+                 tracker=None):
+    """Job: `train_family_teacher`, with the weights as bytes for the parent process."""
+    ema, stats = train_family_teacher(family, cfg, data, scheduler_config, seed, tracker=tracker)
     return weights_to_bytes(ema), stats
 
 
 def _start_teacher(pool: JobPool, family: str, cfg: PretrainConfig, pipeline, latents, captions: list[str], seed: int):
     """Submit a family's teacher job, with the conditioning encoded here by the pipeline's text encoders."""
-    data = _teacher_data(family, cfg, pipeline, latents, captions)
+    data = teacher_data(family, cfg, pipeline, latents, captions)
     return pool.submit(_teacher_job, family, cfg, data, dict(pipeline.scheduler.config), seed)
 
 
