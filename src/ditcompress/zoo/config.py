@@ -1,7 +1,7 @@
 """Params of the pretrain stage (`pretrain:` in params.yaml): sizes and step budgets of the tiny zoo.
 
 The step counts are the time budget: on a 2-core CPU the defaults train the whole zoo (two
-VAEs, CLIP, the PixArt and the Flux teacher, two at a time) in about 42 minutes (README, "Status").
+VAEs, CLIP, the PixArt and the Flux teacher, two at a time) in about 57 minutes (README, "Status").
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ class TeacherTrainConfig(Strict):
 class PixArtTeacherConfig(TeacherTrainConfig):
     """A `PixArtTransformer2DModel` teacher (DDPM objective)."""
 
-    # 8000 steps (~19 min): 4000 more steps on the 4000-step teacher lifted GenEval 0.302 -> 0.552
-    steps: int = Field(8000, ge=1, le=10_000_000)
+    # 16000 steps (~49 min of one core), the longest job of the stage: at 4 sampling seeds GenEval
+    # 0.607 after 8000 steps, 0.872 after 16000 (two objects 0.469 -> 0.859, position 0.375 -> 1.0)
+    steps: int = Field(16000, ge=1, le=10_000_000)
     layers: int = Field(8, ge=1, le=64)
     heads: int = Field(4, ge=1, le=64)
     head_dim: int = Field(32, ge=4, le=256)
@@ -122,10 +123,10 @@ class PixArtTeacherConfig(TeacherTrainConfig):
 class FluxTeacherConfig(TeacherTrainConfig):
     """A `FluxTransformer2DModel` teacher (rectified flow, guidance embedding)."""
 
-    # 8000 steps (~21 min), as PixArt: 2500 steps gave GenEval 0.198 with colours at 0.25, 8000
-    # gave 0.365 with colours at 0.875 (its 16-channel latent carries colour in a small subspace,
-    # so colour is learnt late)
-    steps: int = Field(8000, ge=1, le=10_000_000)
+    # 12000 steps (~44 min of one core): CLIP and then this teacher train on the second core while
+    # the PixArt teacher trains on the first, and 12000 is what fits there without lengthening the
+    # stage. At 4 sampling seeds GenEval 0.362 after 8000 steps, 0.461 after 16000 (README)
+    steps: int = Field(12000, ge=1, le=10_000_000)
     double_layers: int = Field(2, ge=1, le=64)
     single_layers: int = Field(4, ge=0, le=128)
     heads: int = Field(4, ge=1, le=64)
