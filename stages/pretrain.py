@@ -1,6 +1,6 @@
 """Stage `pretrain`: train the shapes world's tiny model zoo (VAEs, CLIP, PixArt and Flux teachers).
 
-    dvc repro pretrain        # ~57 min on a 2-core CPU (two components at a time); cached by DVC afterwards
+    dvc repro pretrain        # ~61 min on a 2-core CPU (two components at a time); cached by DVC afterwards
 
 Writes `models/shapes/{pixart,flux,clip}` in the hub layout (the `shapes-*` presets load them
 with the stock diffusers / transformers loaders) and `models/shapes/samples/*.png`.

@@ -1,7 +1,7 @@
 """Params of the pretrain stage (`pretrain:` in params.yaml): sizes and step budgets of the tiny zoo.
 
 The step counts are the time budget: on a 2-core CPU the defaults train the whole zoo (two
-VAEs, CLIP, the PixArt and the Flux teacher, two at a time) in about 57 minutes (README, "Status").
+VAEs, CLIP, the PixArt and the Flux teacher, two at a time) in about 61 minutes (README, "Status").
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class FluxTeacherConfig(TeacherTrainConfig):
 
     # 12000 steps (~44 min of one core): CLIP and then this teacher train on the second core while
     # the PixArt teacher trains on the first, and 12000 is what fits there without lengthening the
-    # stage. At 4 sampling seeds GenEval 0.362 after 8000 steps, 0.461 after 16000 (README)
+    # stage. At 4 sampling seeds GenEval 0.362 after 8000 steps, 0.451 after 12000, 0.461 after 16000
     steps: int = Field(12000, ge=1, le=10_000_000)
     double_layers: int = Field(2, ge=1, le=64)
     single_layers: int = Field(4, ge=0, le=128)

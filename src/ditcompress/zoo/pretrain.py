@@ -1,6 +1,6 @@
 """Pretrain stage: build and train the tiny model zoo of the shapes world, save it in the hub layout.
 
-    dvc repro pretrain        # ~57 min on a 2-core CPU with the default step counts
+    dvc repro pretrain        # ~61 min on a 2-core CPU with the default step counts
 
 Components: tokenizers and the frozen T5 (seconds, in this process), the PixArt VAE (4 channels)
 and the Flux VAE (16), CLIP (its text tower becomes Flux's CLIP text encoder), the PixArt teacher
