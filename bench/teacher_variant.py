@@ -14,6 +14,8 @@ sampling seeds 100, 101, ... and prints the per-task and overall accuracy averag
 `--threads 1` (the default) is what the pretrain stage gives each of its two workers, so a
 variant with no overrides reproduces the default teacher's training run. A 4000-step PixArt
 teacher takes about 12 minutes on one core; `--out DIR` also saves its pipeline and a sample grid.
+A `latent_whitening` override (e.g. `{flux: {latent_whitening: 0.25}}`) folds the whitening
+into the loaded VAE before the latents are encoded, as the pretrain stage would.
 `--score DIR` skips training and scores a saved pipeline the same way (the README's 4-seed figures
 of the default teachers: `--score models/shapes/pixart`, `--score models/shapes/flux`).
 """
@@ -42,7 +44,7 @@ from ditcompress.zoo.common import images_to_tensor
 from ditcompress.zoo.config import PretrainConfig
 from ditcompress.zoo.pipelines import generate_as_preset, save_pipeline
 from ditcompress.zoo.text import build_t5_encoder
-from ditcompress.zoo.vae import encode_modes, normalise_latents
+from ditcompress.zoo.vae import teacher_latents
 
 
 def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed: int):
@@ -53,7 +55,9 @@ def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed:
         t5 = build_t5_encoder(cfg.text, t5.config.vocab_size, pretrain.stream_seed(seed, "t5"))
         setattr(pipe, "text_encoder" if family == "pixart" else "text_encoder_2", t5)
     train = load_split(data / "train")
-    latents = normalise_latents(pipe.vae, encode_modes(pipe.vae, images_to_tensor(train.images)))
+    # the saved VAE's scaling recomputed from the same images (unchanged) after any whitening override
+    latents = teacher_latents(pipe.vae, images_to_tensor(train.images), shift=family == "flux",
+                              whitening=getattr(cfg, family).latent_whitening)
     bank = pretrain.teacher_data(family, cfg, pipe, latents, train.captions)
     pipe.transformer, stats = pretrain.train_family_teacher(family, cfg, bank, dict(pipe.scheduler.config), seed)
     return pipe, stats

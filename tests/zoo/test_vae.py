@@ -6,7 +6,8 @@ from diffusers import AutoencoderKL
 
 from ditcompress.shapes.dataset import load_split
 from ditcompress.zoo.common import images_to_tensor, tensor_to_images
-from ditcompress.zoo.vae import build_vae, encode_modes, normalise_latents, set_latent_scaling, train_vae
+from ditcompress.zoo.vae import (build_vae, encode_modes, normalise_latents, set_latent_scaling, teacher_latents,
+                                 train_vae)
 
 
 def test_pixel_conversion_round_trips():
@@ -40,6 +41,37 @@ def test_scaling_makes_latents_standard(tiny_cfg, shapes_dir):
         torch.testing.assert_close(z.pow(2).mean() if not shift else z.var(correction=0), torch.tensor(1.0))
         if shift:
             torch.testing.assert_close(z.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+
+
+def _channel_cov(z: torch.Tensor) -> torch.Tensor:
+    return torch.cov(z.double().permute(0, 2, 3, 1).reshape(-1, z.shape[1]).T)
+
+
+def test_whitening_reshapes_the_spectrum_and_keeps_the_decoder(tiny_cfg, shapes_dir, tmp_path):
+    """z' = Λ^-p·Uᵀ(z − μ): covariance Λ^(1-2p) in the eigenbasis (identity at p = 0.5), the
+    decoded images unchanged, and the folded VAE reloads through the stock loader."""
+    pixels = images_to_tensor(load_split(shapes_dir / "train").images)
+    for power in (0.5, 0.25):
+        vae = build_vae(tiny_cfg.vae, 16, pixels.shape[-1], seed=0)
+        with torch.no_grad():
+            modes = encode_modes(vae, pixels)
+            before = vae.decode(modes).sample
+        eigvals = torch.linalg.eigvalsh(_channel_cov(modes))
+        z = teacher_latents(vae, pixels, shift=True, whitening=power)
+        with torch.no_grad():
+            raw = encode_modes(vae, pixels)
+            torch.testing.assert_close(vae.decode(raw).sample, before, atol=1e-4, rtol=0)
+        torch.testing.assert_close(raw.double().mean((0, 2, 3)), torch.zeros(16, dtype=torch.double), atol=1e-4, rtol=0)
+        expected = eigvals.pow(1 - 2 * power)
+        expected = expected / expected.mean()  # the scaling factor normalises the total variance
+        cov = _channel_cov(z)
+        torch.testing.assert_close(torch.linalg.eigvalsh(cov), expected, rtol=1e-3, atol=1e-6)
+        if power == 0.5:
+            torch.testing.assert_close(cov, torch.eye(16, dtype=torch.double), atol=1e-3, rtol=0)
+        vae.save_pretrained(tmp_path / str(power))
+        with torch.no_grad():
+            loaded = AutoencoderKL.from_pretrained(tmp_path / str(power))
+            torch.testing.assert_close(encode_modes(loaded, pixels), raw, rtol=0, atol=0)
 
 
 def test_reload_gives_identical_outputs(tiny_cfg, tmp_path):

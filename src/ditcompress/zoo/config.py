@@ -98,6 +98,9 @@ class TeacherTrainConfig(Strict):
     grad_clip: float = Field(1.0, gt=0.0, le=1e6)
     ema_decay: float = Field(0.995, ge=0.0, lt=1.0)
     cfg_dropout: float = Field(0.1, ge=0.0, le=1.0)  # empty-prompt rate, enables CFG at sampling
+    # power p of the whitening z' = Λ^-p·Uᵀ(z − μ) folded into the family's VAE (zoo/vae.py):
+    # 0 leaves the latent as trained, 0.5 whitens it, 0.25 half-whitens
+    latent_whitening: float = Field(0.0, ge=0.0, le=0.5)
 
 
 class PixArtTeacherConfig(TeacherTrainConfig):

@@ -37,7 +37,7 @@ from ditcompress.zoo.jobs import JobPool, load_weights, weights_to_bytes
 from ditcompress.zoo.pipelines import flux_pipeline, generate_as_preset, pixart_pipeline, save_pipeline
 from ditcompress.zoo.teacher import TeacherData, build_flux_transformer, build_pixart_transformer, train_teacher
 from ditcompress.zoo.text import build_clip_tokenizer, build_t5_encoder, build_t5_tokenizer, caption_vocabulary
-from ditcompress.zoo.vae import build_vae, encode_modes, normalise_latents, set_latent_scaling, train_vae
+from ditcompress.zoo.vae import build_vae, encode_modes, teacher_latents, train_vae
 
 log = get_logger(__name__)
 
@@ -65,13 +65,13 @@ def _finish_vae(cfg: PretrainConfig, family: str, weights: bytes, stats: dict, p
     """The trained VAE with its latent scaling set; the teacher-space latents of `pixels`; its figures."""
     vae = load_weights(build_vae(cfg.vae, LATENT_CHANNELS[family], pixels.shape[-1],
                                  stream_seed(seed, f"vae_{family}")), weights)
-    modes = encode_modes(vae, pixels)
-    set_latent_scaling(vae, modes, shift=family == "flux")  # the Flux pipeline adds shift_factor back
+    # the Flux pipeline adds shift_factor back
+    latents = teacher_latents(vae, pixels, shift=family == "flux", whitening=getattr(cfg, family).latent_whitening)
     with torch.no_grad():
         rec = vae.decode(encode_modes(vae, truth)).sample
     stats["recon_l1_uint8"] = float(np.abs(tensor_to_images(rec).astype(float) - tensor_to_images(truth)).mean())
     stats["scaling_factor"] = vae.config.scaling_factor
-    return vae, normalise_latents(vae, modes), stats
+    return vae, latents, stats
 
 
 def _clip_job(cfg: PretrainConfig, tokenizer, images: np.ndarray, captions: list[str], seed: int, *, tracker=None):

@@ -84,6 +84,45 @@ def set_latent_scaling(vae: AutoencoderKL, modes: torch.Tensor, shift: bool) -> 
     vae.register_to_config(scaling_factor=1.0 / std, shift_factor=mean if shift else None)
 
 
+@torch.no_grad()
+def whiten_latents(vae: AutoencoderKL, modes: torch.Tensor, power: float) -> None:
+    """Fold z' = Λ^-p·Uᵀ(z − μ) into `quant_conv` and its inverse into `post_quant_conv`.
+
+    Λ, U: eigenvalues and eigenvectors of the channel covariance of `modes` `(N, C, h, w)`, μ their
+    mean; p = `power` (0.5 whitens, 0.25 half-whitens). The tiny VAEs' latents are far from
+    isotropic (docs/shapes_world_experiments.md), so at a given noise level the small directions
+    drown long before the large ones; whitening makes them share the noise schedule. Decoding is
+    unchanged up to float error, and the stock pipelines load the VAE as before. Only the
+    posterior mean is transformed exactly: the log-variance channels are left as they are (the
+    KL weight keeps them tiny), so `latent_dist.mode()` is exact and samples are approximate.
+    """
+    c = modes.shape[1]
+    z = modes.double().permute(0, 2, 3, 1).reshape(-1, c)
+    mu = z.mean(0)
+    eigvals, u = torch.linalg.eigh(torch.cov(z.T))
+    eigvals = eigvals.clamp_min(eigvals.max() * 1e-8)
+    w = torch.diag(eigvals.pow(-power)) @ u.T  # whitening, applied after quant_conv's mean rows
+    w_inv = u @ torch.diag(eigvals.pow(power))
+    q, pq = vae.quant_conv, vae.post_quant_conv
+    qw, qb = q.weight.double()[:c, :, 0, 0], q.bias.double()[:c]
+    q.weight[:c, :, 0, 0] = (w @ qw).to(q.weight.dtype)
+    q.bias[:c] = (w @ (qb - mu)).to(q.bias.dtype)
+    pw, pb = pq.weight.double()[:, :, 0, 0], pq.bias.double()
+    pq.weight[:, :, 0, 0] = (pw @ w_inv).to(pq.weight.dtype)
+    pq.bias[:] = (pw @ mu + pb).to(pq.bias.dtype)
+
+
+def teacher_latents(vae: AutoencoderKL, pixels: torch.Tensor, *, shift: bool, whitening: float = 0.0) -> torch.Tensor:
+    """Shape `vae`'s latent space for a teacher (optional whitening, then the scaling factors) and
+    return the teacher-space latents of `pixels` `(N, 3, H, W)`."""
+    modes = encode_modes(vae, pixels)
+    if whitening:
+        whiten_latents(vae, modes, whitening)
+        modes = encode_modes(vae, pixels)
+    set_latent_scaling(vae, modes, shift=shift)
+    return normalise_latents(vae, modes)
+
+
 def normalise_latents(vae: AutoencoderKL, modes: torch.Tensor) -> torch.Tensor:
     """Teacher-space latents: (mode - shift) · scale, as the pipelines undo before decoding."""
     shift = vae.config.shift_factor or 0.0
