@@ -44,7 +44,6 @@ from ditcompress.zoo.common import images_to_tensor
 from ditcompress.zoo.config import PretrainConfig
 from ditcompress.zoo.pipelines import generate_as_preset, save_pipeline
 from ditcompress.zoo.text import build_t5_encoder
-from ditcompress.zoo.vae import teacher_latents
 
 
 def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed: int):
@@ -56,8 +55,7 @@ def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed:
         setattr(pipe, "text_encoder" if family == "pixart" else "text_encoder_2", t5)
     train = load_split(data / "train")
     # the saved VAE's scaling recomputed from the same images (unchanged) after any whitening override
-    latents = teacher_latents(pipe.vae, images_to_tensor(train.images), shift=family == "flux",
-                              whitening=getattr(cfg, family).latent_whitening)
+    latents = pretrain.family_latents(family, cfg, pipe.vae, images_to_tensor(train.images))
     bank = pretrain.teacher_data(family, cfg, pipe, latents, train.captions)
     pipe.transformer, stats = pretrain.train_family_teacher(family, cfg, bank, dict(pipe.scheduler.config), seed)
     return pipe, stats

@@ -60,13 +60,18 @@ def _vae_job(cfg: PretrainConfig, family: str, images: np.ndarray, seed: int, *,
     return weights_to_bytes(vae), stats
 
 
+def family_latents(family: str, cfg: PretrainConfig, vae, pixels: torch.Tensor) -> torch.Tensor:
+    """Set up `vae`'s latent space for the family's teacher (whitening, scaling) and encode `pixels`."""
+    # the Flux pipeline adds shift_factor back
+    return teacher_latents(vae, pixels, shift=family == "flux", whitening=getattr(cfg, family).latent_whitening)
+
+
 def _finish_vae(cfg: PretrainConfig, family: str, weights: bytes, stats: dict, pixels: torch.Tensor,
                 truth: torch.Tensor, seed: int):
     """The trained VAE with its latent scaling set; the teacher-space latents of `pixels`; its figures."""
     vae = load_weights(build_vae(cfg.vae, LATENT_CHANNELS[family], pixels.shape[-1],
                                  stream_seed(seed, f"vae_{family}")), weights)
-    # the Flux pipeline adds shift_factor back
-    latents = teacher_latents(vae, pixels, shift=family == "flux", whitening=getattr(cfg, family).latent_whitening)
+    latents = family_latents(family, cfg, vae, pixels)
     with torch.no_grad():
         rec = vae.decode(encode_modes(vae, truth)).sample
     stats["recon_l1_uint8"] = float(np.abs(tensor_to_images(rec).astype(float) - tensor_to_images(truth)).mean())

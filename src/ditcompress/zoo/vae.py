@@ -85,7 +85,7 @@ def set_latent_scaling(vae: AutoencoderKL, modes: torch.Tensor, shift: bool) -> 
 
 
 @torch.no_grad()
-def whiten_latents(vae: AutoencoderKL, modes: torch.Tensor, power: float) -> None:
+def whiten_latents(vae: AutoencoderKL, modes: torch.Tensor, power: float) -> torch.Tensor:
     """Fold z' = Λ^-p·Uᵀ(z − μ) into `quant_conv` and its inverse into `post_quant_conv`.
 
     Λ, U: eigenvalues and eigenvectors of the channel covariance of `modes` `(N, C, h, w)`, μ their
@@ -95,6 +95,7 @@ def whiten_latents(vae: AutoencoderKL, modes: torch.Tensor, power: float) -> Non
     unchanged up to float error, and the stock pipelines load the VAE as before. Only the
     posterior mean is transformed exactly: the log-variance channels are left as they are (the
     KL weight keeps them tiny), so `latent_dist.mode()` is exact and samples are approximate.
+    Returns `modes` whitened, as the folded VAE now encodes them (up to float error).
     """
     c = modes.shape[1]
     z = modes.double().permute(0, 2, 3, 1).reshape(-1, c)
@@ -110,6 +111,8 @@ def whiten_latents(vae: AutoencoderKL, modes: torch.Tensor, power: float) -> Non
     pw, pb = pq.weight.double()[:, :, 0, 0], pq.bias.double()
     pq.weight[:, :, 0, 0] = (pw @ w_inv).to(pq.weight.dtype)
     pq.bias[:] = (pw @ mu + pb).to(pq.bias.dtype)
+    n, _, h, wd = modes.shape
+    return ((z - mu) @ w.T).reshape(n, h, wd, c).permute(0, 3, 1, 2).to(modes.dtype)
 
 
 def teacher_latents(vae: AutoencoderKL, pixels: torch.Tensor, *, shift: bool, whitening: float = 0.0) -> torch.Tensor:
@@ -117,8 +120,7 @@ def teacher_latents(vae: AutoencoderKL, pixels: torch.Tensor, *, shift: bool, wh
     return the teacher-space latents of `pixels` `(N, 3, H, W)`."""
     modes = encode_modes(vae, pixels)
     if whitening:
-        whiten_latents(vae, modes, whitening)
-        modes = encode_modes(vae, pixels)
+        modes = whiten_latents(vae, modes, whitening)
     set_latent_scaling(vae, modes, shift=shift)
     return normalise_latents(vae, modes)
 
