@@ -15,7 +15,11 @@ sampling seeds 100, 101, ... and prints the per-task and overall accuracy averag
 variant with no overrides reproduces the default teacher's training run. A 4000-step PixArt
 teacher takes about 12 minutes on one core; `--out DIR` also saves its pipeline and a sample grid.
 A `latent_whitening` override (e.g. `{flux: {latent_whitening: 0.25}}`) folds the whitening
-into the loaded VAE before the latents are encoded, as the pretrain stage would.
+into the loaded VAE before the latents are encoded, as the pretrain stage would. A `vae:` override
+(e.g. `{vae: {scale_equivariance: 1.0}}`, or `{vae: {channels: [16, 32, 64, 128], steps: 4800}}`
+for an 8x VAE) first retrains the family's VAE as the pretrain stage would (same seed stream) and
+rebuilds the pipeline around it; the result then also carries the VAE's figures (L1, recon
+L1 on the 0-255 scale, GenEval of its round trip, the latent's high-frequency share).
 `--score DIR` skips training and scores a saved pipeline the same way (the README's 4-seed figures
 of the default teachers: `--score models/shapes/pixart`, `--score models/shapes/flux`).
 """
@@ -40,13 +44,14 @@ from ditcompress.shapes.dataset import load_split, read_geneval_metadata
 from ditcompress.shapes.detector import ShapesDetector
 from ditcompress.utils.grid import sample_grid
 from ditcompress.zoo import pretrain
-from ditcompress.zoo.common import images_to_tensor
+from ditcompress.zoo.common import images_to_tensor, tensor_to_images
 from ditcompress.zoo.config import PretrainConfig
 from ditcompress.zoo.pipelines import generate_as_preset, save_pipeline
 from ditcompress.zoo.text import build_t5_encoder
+from ditcompress.zoo.vae import build_vae, encode_modes, high_frequency_share, train_vae
 
 
-def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed: int):
+def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed: int, shapes: list[str]):
     """The family's saved pipeline with a freshly trained teacher (EMA weights); returns (pipeline, stats)."""
     pipe = get_adapter(family).load_pipeline(str(zoo / family))
     if cfg.text != PretrainConfig().text:
@@ -54,11 +59,35 @@ def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed:
         t5 = build_t5_encoder(cfg.text, t5.config.vocab_size, pretrain.stream_seed(seed, "t5"))
         setattr(pipe, "text_encoder" if family == "pixart" else "text_encoder_2", t5)
     train = load_split(data / "train")
-    # the saved VAE's scaling recomputed from the same images (unchanged) after any whitening override
-    latents = pretrain.family_latents(family, cfg, pipe.vae, images_to_tensor(train.images))
+    pixels = images_to_tensor(train.images)
+    stats = {}
+    if cfg.vae != PretrainConfig().vae:
+        pipe, stats["vae"] = retrained_vae(family, cfg, pipe, pixels, data, seed, shapes)
+    # the VAE's scaling recomputed from the same images (unchanged for the saved VAE) after any whitening override
+    latents = pretrain.family_latents(family, cfg, pipe.vae, pixels)
     bank = pretrain.teacher_data(family, cfg, pipe, latents, train.captions)
-    pipe.transformer, stats = pretrain.train_family_teacher(family, cfg, bank, dict(pipe.scheduler.config), seed)
-    return pipe, stats
+    pipe.transformer, teacher_stats = pretrain.train_family_teacher(family, cfg, bank, dict(pipe.scheduler.config), seed)
+    return pipe, stats | teacher_stats
+
+
+def retrained_vae(family: str, cfg: PretrainConfig, pipe, pixels: torch.Tensor, data: Path, seed: int,
+                  shapes: list[str]):
+    """`pipe` rebuilt around a VAE trained with `cfg.vae` as the pretrain stage trains it; and its figures."""
+    name = f"vae_{family}"
+    vae = build_vae(cfg.vae, pretrain.LATENT_CHANNELS[family], pixels.shape[-1], pretrain.stream_seed(seed, name))
+    stats = train_vae(vae, pixels, cfg.vae, pretrain.stream_seed(seed, name), name=name)
+    truth = load_split(data / "eval" / "geneval_truth")
+    with torch.no_grad():
+        modes = encode_modes(vae, images_to_tensor(truth.images))
+        rec = tensor_to_images(vae.decode(modes).sample)
+    stats["recon_l1_uint8"] = float(np.abs(rec.astype(float) - truth.images.astype(float)).mean())
+    stats["high_frequency_share"] = high_frequency_share(encode_modes(vae, pixels[:1000]))
+    metadata = data / "eval/geneval_metadata.jsonl"
+    evaluator = get_evaluator("geneval", metadata=str(metadata), images_per_prompt=1,
+                              detector=ShapesDetector(shapes), device="cpu")
+    stats["round_trip_geneval"] = evaluator.run(list(rec))["geneval/overall"]
+    # a new pipeline, so vae_scale_factor follows the VAE (an 8x VAE makes it 8)
+    return type(pipe)(**{**pipe.components, "vae": vae}), stats
 
 
 def score(pipe, family: str, data: Path, shapes: list[str], seeds: list[int]):
@@ -109,10 +138,10 @@ def main() -> None:
     if args.score:
         pipe, stats = get_adapter(args.family).load_pipeline(str(args.score)), {"seconds": 0.0}
     else:
-        pipe, stats = train_variant(args.family, cfg, args.zoo, args.data, int(params.get("seed", 0)))
+        pipe, stats = train_variant(args.family, cfg, args.zoo, args.data, int(params.get("seed", 0)), shapes)
     res, images, prompts = score(pipe, args.family, args.data, shapes, list(range(100, 100 + args.seeds)))
     res |= {"family": args.family, "pipeline": str(args.score) if args.score else None, "overrides": overrides,
-            "train_seconds": round(stats["seconds"], 1), "minutes": round((time.perf_counter() - start) / 60, 1)}
+            "train_seconds": round(stats["seconds"], 1), "vae": stats.get("vae"), "minutes": round((time.perf_counter() - start) / 60, 1)}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         if not args.score:

@@ -7,7 +7,7 @@ from diffusers import AutoencoderKL
 from ditcompress.shapes.dataset import load_split
 from ditcompress.zoo.common import images_to_tensor, tensor_to_images
 from ditcompress.zoo.vae import (build_vae, encode_modes, normalise_latents, set_latent_scaling, teacher_latents,
-                                 train_vae)
+                                 train_vae, vae_loss, high_frequency_share)
 
 
 def test_pixel_conversion_round_trips():
@@ -27,6 +27,26 @@ def test_training_lowers_reconstruction_error(tiny_cfg, shapes_dir):
     with torch.no_grad():
         after = (vae.decode(encode_modes(vae, pixels)).sample - pixels).abs().mean()
     assert after < 0.7 * before
+
+
+def test_scale_equivariance_loss_matches_its_formula(tiny_cfg):
+    """loss = L1(D(z), x) + kl_w·KL/numel + w·L1(D(pool₂ z), pool₂ x), z drawn as the loss draws it."""
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    vae = build_vae(tiny_cfg.vae, 16, 16, seed=0)
+    with torch.no_grad():
+        base, l1 = vae_loss(vae, x, 1e-3, torch.Generator().manual_seed(5))
+        loss, l1_se = vae_loss(vae, x, 1e-3, torch.Generator().manual_seed(5), scale_equivariance=2.0)
+        post = vae.encode(x).latent_dist
+        z = post.sample(generator=torch.Generator().manual_seed(5))
+        pooled = vae.decode(torch.nn.functional.avg_pool2d(z, 2)).sample
+        x_half = x.reshape(2, 3, 8, 2, 8, 2).mean(dim=(3, 5))
+        expected_se = (pooled - x_half).abs().mean()
+        expected_base = (vae.decode(z).sample - x).abs().mean() + 1e-3 * post.kl().mean() / x[0].numel()
+    assert pooled.shape == x_half.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(l1_se, l1)
+    torch.testing.assert_close(base, expected_base)
+    torch.testing.assert_close(loss, expected_base + 2.0 * expected_se)
+    assert expected_se > 0.01  # the term is not vanishing on an untrained VAE
 
 
 def test_scaling_makes_latents_standard(tiny_cfg, shapes_dir):
@@ -86,3 +106,18 @@ def test_reload_gives_identical_outputs(tiny_cfg, tmp_path):
         assert not torch.allclose(fresh.decode(encode_modes(fresh, x)).sample, ref)
         torch.testing.assert_close(loaded.decode(encode_modes(loaded, x)).sample, ref, rtol=0, atol=0)
     assert loaded.config.scaling_factor == 0.5 and list(loaded.config.block_out_channels) == [8, 8, 8]
+
+
+def test_high_frequency_share_of_closed_form_patterns():
+    n = torch.arange(8, dtype=torch.float64)
+    smooth = torch.cos(2 * torch.pi * n / 8)[None, None, :, None].expand(2, 3, 8, 8)  # 1/8 cycle per pixel
+    checker = ((-1.0) ** (n[:, None] + n[None, :]))[None, None].expand(2, 3, 8, 8)  # 1/2 cycle per pixel
+    assert high_frequency_share(smooth) < 1e-12
+    assert abs(high_frequency_share(checker) - 1.0) < 1e-12
+    # mean square 1 (checkerboard) against 1/2 (cosine), so 1 / (1 + 1/2) of the power is high,
+    # whatever the per-channel offsets
+    mix = smooth + checker + torch.tensor([0.0, 5.0, -3.0])[None, :, None, None]
+    assert abs(high_frequency_share(mix) - 2 / 3) < 1e-9
+    # a quarter cycle per pixel counts as high at the default cutoff, not at 0.3
+    quarter = torch.cos(2 * torch.pi * n / 4)[None, None, None, :].expand(1, 1, 8, 8)
+    assert abs(high_frequency_share(quarter) - 1.0) < 1e-12 and high_frequency_share(quarter, cutoff=0.3) < 1e-12

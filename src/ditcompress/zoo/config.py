@@ -55,7 +55,12 @@ class VaeConfig(Strict):
     steps: int = Field(2400, ge=1, le=1_000_000)
     batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(3e-3, gt=0.0, le=1.0)
-    kl_weight: float = Field(1e-6, ge=0.0, le=1.0)  # LDM's weight; 1e-3 already blurs the shapes
+    # LDM's weight. 1e-4 and 1e-3 reconstruct as well (Flux VAE round trip 1.000) and spread the
+    # latent's variance over more directions, but their Flux teachers scored no better (docs)
+    kl_weight: float = Field(1e-6, ge=0.0, le=1.0)
+    # weight of the 2x scale-equivariance loss (vae.vae_loss), both families' VAEs; 0 = off (the
+    # default). 1 halved the Flux latent's excess of high frequencies (docs, "Diffusability")
+    scale_equivariance: float = Field(0.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _groups_divide_channels(self):

@@ -9,6 +9,7 @@ teachers see unit-variance latents: z = (mode - shift) · scale.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from ditcompress.utils.logging import get_logger
@@ -38,13 +39,24 @@ def build_vae(cfg: VaeConfig, latent_channels: int, image_size: int, seed: int) 
         )
 
 
-def vae_loss(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, generator: torch.Generator) -> tuple:
-    """(loss, L1 per pixel) for a pixel batch `(B, 3, H, W)` in [-1, 1]."""
+def vae_loss(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, generator: torch.Generator,
+             scale_equivariance: float = 0.0) -> tuple:
+    """(loss, L1 per pixel) for a pixel batch `(B, 3, H, W)` in [-1, 1].
+
+    `scale_equivariance` w > 0 adds w · L1(decode(pool₂ z), pool₂ x), pool₂ a 2x2 average: the
+    decoder must also turn the half-resolution latent into the half-resolution image, which damps
+    the latent's high spatial frequencies (Skorokhodov et al. 2025, "Improving the Diffusability
+    of Autoencoders"; docs/shapes_world_experiments.md has what it did to the Flux teacher).
+    """
     post = vae.encode(x).latent_dist
-    rec = vae.decode(post.sample(generator=generator)).sample
-    l1 = (rec - x).abs().mean()
+    z = post.sample(generator=generator)
+    l1 = (vae.decode(z).sample - x).abs().mean()
     kl = post.kl().mean() / x[0].numel()  # per image, in units of the per-pixel L1 (LDM weighting)
-    return l1 + kl_weight * kl, l1
+    loss = l1 + kl_weight * kl
+    if scale_equivariance:
+        pooled = vae.decode(F.avg_pool2d(z, 2)).sample
+        loss = loss + scale_equivariance * (pooled - F.avg_pool2d(x, 2)).abs().mean()
+    return loss, l1
 
 
 def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, cfg: VaeConfig, seed: int,
@@ -57,7 +69,7 @@ def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, cfg: VaeConfig, seed: in
     clock, running = Stopwatch(), None
     for step in range(cfg.steps):
         idx = torch.randint(len(pixels), (cfg.batch_size,), generator=g)
-        loss, l1 = vae_loss(vae, pixels[idx], cfg.kl_weight, g)
+        loss, l1 = vae_loss(vae, pixels[idx], cfg.kl_weight, g, cfg.scale_equivariance)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -129,3 +141,19 @@ def normalise_latents(vae: AutoencoderKL, modes: torch.Tensor) -> torch.Tensor:
     """Teacher-space latents: (mode - shift) · scale, as the pipelines undo before decoding."""
     shift = vae.config.shift_factor or 0.0
     return (modes - shift) * vae.config.scaling_factor
+
+
+def high_frequency_share(latents: torch.Tensor, cutoff: float = 0.25) -> float:
+    """Share of the spatial power of `latents` `(N, C, h, w)` at frequencies of at least `cutoff`
+    cycles per latent pixel along either axis (the per-channel mean removed first).
+
+    A diagnostic of how diffusable a latent is (Skorokhodov et al. 2025): the shapes images pooled
+    to the 8x8 latent grid have 0.29, the PixArt latent 0.36 and the default Flux latent 0.47
+    (docs/shapes_world_experiments.md, "Diffusability").
+    """
+    centred = latents - latents.mean(dim=(0, 2, 3), keepdim=True)
+    power = torch.fft.fft2(centred.double()).abs().pow(2).sum(dim=(0, 1))
+    fy = torch.fft.fftfreq(latents.shape[-2], dtype=torch.float64).abs()
+    fx = torch.fft.fftfreq(latents.shape[-1], dtype=torch.float64).abs()
+    high = torch.maximum(fy[:, None], fx[None, :]) >= cutoff
+    return (power[high].sum() / power.sum()).item()
