@@ -44,11 +44,13 @@ from ditcompress.shapes.dataset import load_split, read_geneval_metadata
 from ditcompress.shapes.detector import ShapesDetector
 from ditcompress.utils.grid import sample_grid
 from ditcompress.zoo import pretrain
-from ditcompress.zoo.common import images_to_tensor, tensor_to_images
+from ditcompress.zoo.common import images_to_tensor
 from ditcompress.zoo.config import PretrainConfig
 from ditcompress.zoo.pipelines import generate_as_preset, save_pipeline
 from ditcompress.zoo.text import build_t5_encoder
-from ditcompress.zoo.vae import build_vae, encode_modes, high_frequency_share, train_vae
+from ditcompress.zoo.vae import encode_modes, high_frequency_share
+
+from shapes_world_figures import vae_round_trip  # bench/, next to this script
 
 
 def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed: int, shapes: list[str]):
@@ -59,43 +61,42 @@ def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed:
         t5 = build_t5_encoder(cfg.text, t5.config.vocab_size, pretrain.stream_seed(seed, "t5"))
         setattr(pipe, "text_encoder" if family == "pixart" else "text_encoder_2", t5)
     train = load_split(data / "train")
-    pixels = images_to_tensor(train.images)
     stats = {}
     if cfg.vae != PretrainConfig().vae:
-        pipe, stats["vae"] = retrained_vae(family, cfg, pipe, pixels, data, seed, shapes)
-    # the VAE's scaling recomputed from the same images (unchanged for the saved VAE) after any whitening override
-    latents = pretrain.family_latents(family, cfg, pipe.vae, pixels)
+        pipe, latents, stats["vae"] = retrained_vae(family, cfg, pipe, train.images, data, seed, shapes)
+    else:
+        # the saved VAE's scaling recomputed from the same images (unchanged) after any whitening override
+        latents = pretrain.family_latents(family, cfg, pipe.vae, images_to_tensor(train.images))
     bank = pretrain.teacher_data(family, cfg, pipe, latents, train.captions)
     pipe.transformer, teacher_stats = pretrain.train_family_teacher(family, cfg, bank, dict(pipe.scheduler.config), seed)
     return pipe, stats | teacher_stats
 
 
-def retrained_vae(family: str, cfg: PretrainConfig, pipe, pixels: torch.Tensor, data: Path, seed: int,
+def retrained_vae(family: str, cfg: PretrainConfig, pipe, images: np.ndarray, data: Path, seed: int,
                   shapes: list[str]):
-    """`pipe` rebuilt around a VAE trained with `cfg.vae` as the pretrain stage trains it; and its figures."""
-    name = f"vae_{family}"
-    vae = build_vae(cfg.vae, pretrain.LATENT_CHANNELS[family], pixels.shape[-1], pretrain.stream_seed(seed, name))
-    stats = train_vae(vae, pixels, cfg.vae, pretrain.stream_seed(seed, name), name=name)
+    """`pipe` rebuilt around a VAE trained with `cfg.vae` by the pretrain stage's own VAE job; the
+    teacher-space latents of `images`; the VAE's figures."""
     truth = load_split(data / "eval" / "geneval_truth")
-    with torch.no_grad():
-        modes = encode_modes(vae, images_to_tensor(truth.images))
-        rec = tensor_to_images(vae.decode(modes).sample)
-    stats["recon_l1_uint8"] = float(np.abs(rec.astype(float) - truth.images.astype(float)).mean())
+    pixels = images_to_tensor(images)
+    weights, stats = pretrain._vae_job(cfg, family, images, seed)
+    vae, latents, stats = pretrain._finish_vae(cfg, family, weights, stats, pixels, images_to_tensor(truth.images), seed)
     stats["high_frequency_share"] = high_frequency_share(encode_modes(vae, pixels[:1000]))
-    metadata = data / "eval/geneval_metadata.jsonl"
-    evaluator = get_evaluator("geneval", metadata=str(metadata), images_per_prompt=1,
-                              detector=ShapesDetector(shapes), device="cpu")
-    stats["round_trip_geneval"] = evaluator.run(list(rec))["geneval/overall"]
+    with torch.no_grad():
+        stats["round_trip_geneval"] = geneval_evaluator(data, shapes).run(vae_round_trip(vae, truth.images))["geneval/overall"]
     # a new pipeline, so vae_scale_factor follows the VAE (an 8x VAE makes it 8)
-    return type(pipe)(**{**pipe.components, "vae": vae}), stats
+    return type(pipe)(**{**pipe.components, "vae": vae}), latents, stats
+
+
+def geneval_evaluator(data: Path, shapes: list[str]):
+    """The GenEval evaluator of the eval prompts, one image per prompt, with the shapes detector."""
+    return get_evaluator("geneval", metadata=str(data / "eval/geneval_metadata.jsonl"), images_per_prompt=1,
+                         detector=ShapesDetector(shapes), device="cpu")
 
 
 def score(pipe, family: str, data: Path, shapes: list[str], seeds: list[int]):
     """GenEval accuracy per task and overall, averaged over sampling seeds; and the first seed's images."""
-    metadata = data / "eval/geneval_metadata.jsonl"
-    prompts = [item["prompt"] for item in read_geneval_metadata(metadata)]
-    evaluator = get_evaluator("geneval", metadata=str(metadata), images_per_prompt=1,
-                              detector=ShapesDetector(shapes), device="cpu")
+    prompts = [item["prompt"] for item in read_geneval_metadata(data / "eval/geneval_metadata.jsonl")]
+    evaluator = geneval_evaluator(data, shapes)
     rows, first = [], None
     for s in seeds:
         images = generate_as_preset(pipe, prompts, get_preset(f"shapes-{family}"), seed=s)
