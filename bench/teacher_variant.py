@@ -19,7 +19,8 @@ into the loaded VAE before the latents are encoded, as the pretrain stage would.
 (e.g. `{vae: {scale_equivariance: 1.0}}`, or `{vae: {channels: [16, 32, 64, 128], steps: 4800}}`
 for an 8x VAE) first retrains the family's VAE as the pretrain stage would (same seed stream) and
 rebuilds the pipeline around it; the result then also carries the VAE's figures (L1, recon
-L1 on the 0-255 scale, GenEval of its round trip, the latent's high-frequency share).
+L1 on the 0-255 scale, GenEval of its round trip, the latent's high-frequency share, and its active
+channels: those with over 1% of the latent's variance).
 `--score DIR` skips training and scores a saved pipeline the same way (the README's 4-seed figures
 of the default teachers: `--score models/shapes/pixart`, `--score models/shapes/flux`).
 """
@@ -80,7 +81,10 @@ def retrained_vae(family: str, cfg: PretrainConfig, pipe, images: np.ndarray, da
     pixels = images_to_tensor(images)
     weights, stats = pretrain._vae_job(cfg, family, images, seed)
     vae, latents, stats = pretrain._finish_vae(cfg, family, weights, stats, pixels, images_to_tensor(truth.images), seed)
-    stats["high_frequency_share"] = high_frequency_share(encode_modes(vae, pixels[:1000]))
+    modes = encode_modes(vae, pixels[:1000])
+    stats["high_frequency_share"] = high_frequency_share(modes)
+    variance = modes.var(dim=(0, 2, 3))  # channels holding > 1% of it: a KL weight of 1e-1 leaves 2 of 16
+    stats["active_channels"] = int((variance > 0.01 * variance.sum()).sum())
     with torch.no_grad():
         stats["round_trip_geneval"] = geneval_evaluator(data, shapes).run(vae_round_trip(vae, truth.images))["geneval/overall"]
     # a new pipeline, so vae_scale_factor follows the VAE (an 8x VAE makes it 8)
