@@ -21,6 +21,11 @@ for an 8x VAE) first retrains the family's VAE as the pretrain stage would (same
 rebuilds the pipeline around it; the result then also carries the VAE's figures (L1, recon
 L1 on the 0-255 scale, GenEval of its round trip, the latent's high-frequency share, and its active
 channels: those with over 1% of the latent's variance).
+`--device cuda` trains and samples on a GPU: the data and text are still prepared on the CPU, and
+the batches, times and noise come from the same seeded CPU generator, so only the arithmetic
+differs from a CPU run. The tiny Flux teacher is launch-bound there (about 28 steps/s on an H200,
+9x one core of the CPU that trained the zoo); eight variants side by side still run at about
+20-28 steps/s each (docs/shapes_world_experiments.md, "Flux variants on a GPU").
 `--score DIR` skips training and scores a saved pipeline the same way (the README's 4-seed figures
 of the default teachers: `--score models/shapes/pixart`, `--score models/shapes/flux`).
 """
@@ -54,7 +59,8 @@ from ditcompress.zoo.vae import encode_modes, high_frequency_share
 from shapes_world_figures import vae_round_trip  # bench/, next to this script
 
 
-def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed: int, shapes: list[str]):
+def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed: int, shapes: list[str],
+                  device: str = "cpu"):
     """The family's saved pipeline with a freshly trained teacher (EMA weights); returns (pipeline, stats)."""
     pipe = get_adapter(family).load_pipeline(str(zoo / family))
     if cfg.text != PretrainConfig().text:
@@ -69,7 +75,8 @@ def train_variant(family: str, cfg: PretrainConfig, zoo: Path, data: Path, seed:
         # the saved VAE's scaling recomputed from the same images (unchanged) after any whitening override
         latents = pretrain.family_latents(family, cfg, pipe.vae, images_to_tensor(train.images))
     bank = pretrain.teacher_data(family, cfg, pipe, latents, train.captions)
-    pipe.transformer, teacher_stats = pretrain.train_family_teacher(family, cfg, bank, dict(pipe.scheduler.config), seed)
+    pipe.transformer, teacher_stats = pretrain.train_family_teacher(family, cfg, bank, dict(pipe.scheduler.config), seed,
+                                                                     device=device)
     return pipe, stats | teacher_stats
 
 
@@ -130,6 +137,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="for data.shapes and seed")
     ap.add_argument("--seeds", type=int, default=4, help="sampling seeds 100, 101, ...")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="train and sample here, e.g. cuda (the data is still prepared on the CPU)")
     ap.add_argument("--out", type=Path, help="save the pipeline, a sample grid and result.json here")
     ap.add_argument("--score", type=Path, help="score this saved pipeline instead of training a variant")
     args = ap.parse_args()
@@ -143,14 +151,16 @@ def main() -> None:
     if args.score:
         pipe, stats = get_adapter(args.family).load_pipeline(str(args.score)), {"seconds": 0.0}
     else:
-        pipe, stats = train_variant(args.family, cfg, args.zoo, args.data, int(params.get("seed", 0)), shapes)
+        pipe, stats = train_variant(args.family, cfg, args.zoo, args.data, int(params.get("seed", 0)), shapes,
+                                    args.device)
+    pipe.to(args.device)
     res, images, prompts = score(pipe, args.family, args.data, shapes, list(range(100, 100 + args.seeds)))
     res |= {"family": args.family, "pipeline": str(args.score) if args.score else None, "overrides": overrides,
-            "train_seconds": round(stats["seconds"], 1), "vae": stats.get("vae"), "minutes": round((time.perf_counter() - start) / 60, 1)}
+            "device": args.device, "train_seconds": round(stats["seconds"], 1), "vae": stats.get("vae"), "minutes": round((time.perf_counter() - start) / 60, 1)}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         if not args.score:
-            save_pipeline(pipe, args.out / "pipeline")
+            save_pipeline(pipe.to("cpu"), args.out / "pipeline")
         sample_grid(images, prompts, ncol=16).save(args.out / "grid.png")
         (args.out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res))

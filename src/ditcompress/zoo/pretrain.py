@@ -119,8 +119,9 @@ def teacher_data(family: str, cfg: PretrainConfig, pipeline, latents, captions: 
 
 
 def train_family_teacher(family: str, cfg: PretrainConfig, data: TeacherData, scheduler_config: dict, seed: int, *,
-                         tracker=None):
-    """Train a family's teacher from scratch through its adapter; returns (EMA transformer, figures)."""
+                         tracker=None, device: str = "cpu"):
+    """Train a family's teacher from scratch through its adapter on `device`; returns (EMA transformer on
+    the CPU, figures)."""
     adapter = get_adapter(family)
     tcfg = cfg.pixart if family == "pixart" else cfg.flux
     transformer = _build_transformer(family, cfg, data.latents.shape[-1], seed)
@@ -130,7 +131,7 @@ def train_family_teacher(family: str, cfg: PretrainConfig, data: TeacherData, sc
     # not guidance-distilled, so guidance_scale is inert; CFG dropout makes true CFG work (the
     # shapes-flux preset samples with true_cfg_scale 3.5)
     ema, stats = train_teacher(adapter, objective, transformer, data, tcfg, stream_seed(seed, family),
-                               tracker=tracker, name=family)
+                               tracker=tracker, name=family, device=device)
     stats["params"] = sum(p.numel() for p in ema.parameters())
     return ema, stats
 

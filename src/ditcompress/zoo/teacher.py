@@ -135,6 +135,11 @@ class TeacherData:
     def __post_init__(self):
         self._bank = cat_conditioning(self.captions, self.empty)  # the last row is the empty prompt
 
+    def to(self, device) -> "TeacherData":
+        """The same data on `device` (latents, conditioning bank and row index)."""
+        return TeacherData(self.latents.to(device), self.captions.to(device), self.caption_index.to(device),
+                           self.empty.to(device))
+
     def batch(self, idx: torch.Tensor, drop: torch.Tensor) -> tuple[torch.Tensor, Conditioning]:
         """Latents and conditioning of rows `idx`, with the empty prompt where `drop`."""
         rows = torch.where(drop, len(self.captions.prompt_embeds), self.caption_index[idx])
@@ -143,18 +148,29 @@ class TeacherData:
 
 def diffusion_loss(adapter: FamilyAdapter, objective: Objective, transformer, x0: torch.Tensor,
                    cond: Conditioning, generator: torch.Generator, guidance: float | None = None) -> torch.Tensor:
-    """MSE between the model output and the objective's target at random times and noise."""
-    t = objective.sample_t(len(x0), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    """MSE between the model output and the objective's target at random times and noise.
+
+    Times and noise come from the CPU `generator` whatever the device, so a run on a GPU draws the
+    same random stream as one on the CPU.
+    """
+    t = objective.sample_t(len(x0), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     pred = adapter.predict(transformer, objective.add_noise(x0, noise, t), t, cond, guidance=guidance)
     return F.mse_loss(pred.float(), objective.target(x0, noise, t).float())
 
 
 def train_teacher(adapter: FamilyAdapter, objective: Objective, transformer: torch.nn.Module,
                   data: TeacherData, cfg: TeacherTrainConfig, seed: int, *, guidance: float | None = None,
-                  tracker=None, name: str = "teacher") -> tuple[torch.nn.Module, dict]:
-    """Train `transformer` in place; returns its EMA copy (eval mode) and timing/loss figures."""
+                  tracker=None, name: str = "teacher", device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Train `transformer` in place; returns its EMA copy (eval mode, on the CPU) and timing/loss figures.
+
+    On another `device` (a GPU) the model and `data` move there for the run; the batches, times
+    and noise are still drawn from one seeded CPU generator, and the loss is read back only when
+    it is logged, so the GPU is not made to wait every step.
+    """
     g = torch.Generator().manual_seed(seed)
+    transformer.to(device)
+    data = data.to(device)
     ema = copy.deepcopy(transformer).requires_grad_(False).eval()
     opt = torch.optim.AdamW(transformer.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
@@ -164,7 +180,7 @@ def train_teacher(adapter: FamilyAdapter, objective: Objective, transformer: tor
     for step in range(cfg.steps):
         idx = torch.randint(n, (cfg.batch_size,), generator=g)
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.cfg_dropout  # important! enables CFG
-        x0, cond = data.batch(idx, drop)
+        x0, cond = data.batch(idx.to(device), drop.to(device))
         loss = diffusion_loss(adapter, objective, transformer, x0, cond, g, guidance)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,11 +188,14 @@ def train_teacher(adapter: FamilyAdapter, objective: Objective, transformer: tor
         opt.step()
         sched.step()
         ema_update(ema, transformer, cfg.ema_decay, step)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        # a float64 tensor: the same arithmetic as Python floats, without a device sync per step
+        value = loss.detach().double()
+        running = value if running is None else 0.98 * running + 0.02 * value
         if tracker is not None and (step % 50 == 0 or step == cfg.steps - 1):
-            tracker.log_metrics({f"{name}/loss": running}, step=step)
+            tracker.log_metrics({f"{name}/loss": running.item()}, step=step)
         if step % 250 == 0 or step == cfg.steps - 1:
-            log.info("%s: step %d/%d loss %.4f (%.2f steps/s)", name, step + 1, cfg.steps, running,
+            log.info("%s: step %d/%d loss %.4f (%.2f steps/s)", name, step + 1, cfg.steps, running.item(),
                      clock.rate(step + 1))
     transformer.eval()
-    return ema, {"loss": running, "seconds": clock.seconds, "steps_per_s": clock.rate(cfg.steps)}
+    seconds = clock.seconds
+    return ema.cpu(), {"loss": running.item(), "seconds": seconds, "steps_per_s": cfg.steps / max(seconds, 1e-9)}
