@@ -197,5 +197,4 @@ def train_teacher(adapter: FamilyAdapter, objective: Objective, transformer: tor
             log.info("%s: step %d/%d loss %.4f (%.2f steps/s)", name, step + 1, cfg.steps, running.item(),
                      clock.rate(step + 1))
     transformer.eval()
-    seconds = clock.seconds
-    return ema.cpu(), {"loss": running.item(), "seconds": seconds, "steps_per_s": cfg.steps / max(seconds, 1e-9)}
+    return ema.cpu(), {"loss": running.item(), "seconds": clock.seconds, "steps_per_s": clock.rate(cfg.steps)}
