@@ -1,8 +1,12 @@
 """GRASP importance of singular values (4.4.4): gradients of the task loss w.r.t. σ_i.
 
 Every selected layer is rewritten exactly as W = U diag(σ) Vᵀ with σ the only trainable tensor;
-for each calibration image the gradients over all timesteps are summed, and the magnitudes are
-averaged over images (thesis: 200 images, timesteps 1..1000). The model is restored on exit.
+for each calibration image the gradients over all timesteps are summed, the signed per-image sums
+are averaged over images (thesis: 200 images, timesteps 1..1000), and the singular values are
+ranked by the magnitude of that mean, as the public GRASP implementation does (it sums the signed
+∂L/∂σ over calibration batches and takes |·| once). Averaging per-image magnitudes instead
+(`accumulate="abs_per_image"`) keeps a singular value whose pull changes sign from image to image.
+The model is restored on exit.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ditcompress.compress.errors import CompressionError
 from ditcompress.compress.lowrank import layer_svd
 from ditcompress.compress.svd import plan
 from ditcompress.models.base import Conditioning, Objective, unwrap
 from ditcompress.models.registry import adapter_for
+
+ACCUMULATE = ("signed_mean", "abs_per_image")
 
 
 class SingularValueLinear(nn.Module):
@@ -38,13 +45,18 @@ class SingularValueLinear(nn.Module):
 def grasp_scores(transformer: nn.Module, objective: Objective, calibration: Iterable[tuple[torch.Tensor, Conditioning]],
                  block_ids: list[str], ratio, *, timesteps: torch.Tensor, num_samples: int = 200,
                  timestep_batch: int = 8, generator: torch.Generator | None = None,
-                 guidance: float | None = None) -> dict[str, torch.Tensor]:
-    """Per layer key (as in `svd_compress`), the mean over images of |Σ_t ∂L_task/∂σ_i|.
+                 guidance: float | None = None, accumulate: str = "signed_mean") -> dict[str, torch.Tensor]:
+    """Per layer key (as in `svd_compress`), the importance of each singular value σ_i.
 
+    With g_j = Σ_t ∂L_task/∂σ_i on image j, the score is |mean_j g_j| for `accumulate="signed_mean"`
+    (4.4.4, the default) and mean_j |g_j| for `"abs_per_image"` (an ablation).
     `calibration` yields `(latents (B, C, h, w), cond)` batches; the first `num_samples` images
     are used one by one, each with every time in `timesteps` (the family's native scale:
     DDPM steps for PixArt, σ for Flux) evaluated `timestep_batch` at a time.
     """
+    if accumulate not in ACCUMULATE:
+        raise CompressionError(f"GRASP accumulate must be one of {ACCUMULATE} (got {accumulate!r})")
+    per_image_abs = accumulate == "abs_per_image"
     adapter = adapter_for(transformer)
     model = unwrap(transformer)
     targets = plan(model, block_ids, ratio)
@@ -64,7 +76,8 @@ def grasp_scores(transformer: nn.Module, objective: Objective, calibration: Iter
                 _image_gradients(adapter, model, objective, latents[i:i + 1], cond.select(slice(i, i + 1)),
                                  timesteps, timestep_batch, generator, guidance)
                 for k, probe in probes.items():
-                    scores[k] += probe.sigma.grad.abs().double()  # |Σ_t ∂L/∂σ| of this image
+                    g = probe.sigma.grad.double()  # Σ_t ∂L/∂σ of this image
+                    scores[k] += g.abs() if per_image_abs else g  # signed: opposite pulls cancel
                     probe.sigma.grad = None
                 seen += 1
             if seen == num_samples:
@@ -76,7 +89,7 @@ def grasp_scores(transformer: nn.Module, objective: Objective, calibration: Iter
             p.requires_grad_(flag)
     if seen == 0:
         raise ValueError("grasp_scores: the calibration set is empty")
-    return {k: (v / seen).float() for k, v in scores.items()}
+    return {k: (v / seen).abs().float() for k, v in scores.items()}  # rank by magnitude (4.4.4)
 
 
 def _image_gradients(adapter, model, objective, latents, cond, timesteps, chunk, generator, guidance) -> None:
