@@ -9,6 +9,7 @@ from ditcompress.compress import (
 )
 from ditcompress.compress.lowrank import layer_svd
 from ditcompress.models.accounting import parameter_table
+from ditcompress.models.tiny import tiny_transformer
 
 
 def _relative_error(a, b):
@@ -143,15 +144,38 @@ def test_grasp_keeps_the_highest_scoring_singular_values():
 
 
 def test_svd_errors_name_the_value(adapter, model):
-    ids = [b.id for b in adapter.blocks(model)]
-    with pytest.raises(CompressionError, match="unknown block id 'x.9'"):
+    with pytest.raises(CompressionError, match="unknown block id 'x.9'") as err:
         svd_compress(model, ["x.9"], 0.5)
-    with pytest.raises(CompressionError, match=r"already smaller than the requested rank 64") as err:
-        svd_compress(model, ids[:1], 0.5, multiple=64)  # tiny layers are 16–64 wide
     assert "\n" not in str(err.value)
-    student, _ = svd_compress(model, ids[:1], 0.9)
-    with pytest.raises(CompressionError, match="already smaller"):
-        svd_compress(student, ids[:1], 0.5, multiple=8)  # rank 1 layer cannot go to rank 8
+
+
+def test_a_multiple_above_eq_4_9_keeps_the_eq_4_9_rank(adapter, model):
+    ids = [b.id for b in adapter.blocks(model)]
+    student, rec = svd_compress(model, ids[:1], 0.5, multiple=64)  # tiny layers are 16–64 wide: every k < 64
+    assert rec.svd and all(spec.rank == target_rank(spec.out, spec.inp, 0.5) < 64 for spec in rec.svd.values())
+    student, rec = svd_compress(model, ids[:1], 0.9)
+    _, rec2 = svd_compress(student, ids[:1], 0.5, multiple=8)  # iterated from small ranks, still eq 4.9
+    assert all(rec2.svd[k].rank == max(1, rec.svd[k].rank // 2) for k in rec.svd)
+
+
+def test_iterated_svd_of_a_rank_40_layer_with_multiple_64():
+    # 128-wide PixArt block: eq 4.9 at c = 0.375 gives 128²·0.625/256 = 40 for the 128×128 attention linears
+    model = tiny_transformer("pixart-sigma", attention_head_dim=64, cross_attention_dim=128, num_layers=1)
+    square = lambda rec: {k: v for k, v in rec.svd.items() if (v.out, v.inp) == (128, 128)}  # noqa: E731
+    _, rec0 = svd_compress(model, ["0"], {"attn": 0.0}, multiple=64)
+    assert square(rec0) and all(v.rank == 64 for v in square(rec0).values())  # 128²/256 = 64, a multiple
+    step1, rec1 = svd_compress(model, ["0"], {"attn": 0.375}, multiple=64)
+    assert square(rec1) and all(v.rank == 40 for v in square(rec1).values())  # 40 < 64: eq 4.9's rank
+    step2, rec2 = svd_compress(step1, ["0"], {"attn": 0.5}, multiple=64)  # used to raise: 64 > rank 40
+    assert all(v.rank == 20 for v in square(rec2).values())  # eq 4.9: ⌊40 (n+m) · 0.5 / (n+m)⌋
+    assert all(v.rank == target_rank(v.out, v.inp, 0.5, 64, rank=rec1.svd[k].rank) for k, v in rec2.svd.items())
+    before, after = _low_rank_layers(step1), _low_rank_layers(step2)
+    for name, layer in after.items():
+        w_t = (before[name].A @ before[name].B).double()  # W_t = A_t B_t, then truncated SVD at the new rank
+        u, s, vh = torch.linalg.svd(w_t)
+        k = layer.rank
+        want = u[:, :k] @ torch.diag(s[:k]) @ vh[:k]
+        torch.testing.assert_close((layer.A @ layer.B).double(), want, atol=1e-5, rtol=1e-4)
 
 
 def test_svd_then_removal_drops_the_removed_blocks_layers(adapter, model):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ditcompress.compress.errors import CompressionError
-from ditcompress.compress.lowrank import LowRankLinear, factorize, max_rank
+from ditcompress.compress.lowrank import LowRankLinear, factorize
 from ditcompress.compress.rank import check_ratio, target_rank
 from ditcompress.compress.record import CompressionRecord, LowRankSpec, attach, record_of
 from ditcompress.compress.removal import check_block_ids
@@ -70,10 +70,7 @@ def _block_targets(adapter: FamilyAdapter, ref, spec: dict[str, float], multiple
                 key = f"{ref.id}.{path}"
                 n, m = layer.out_features, layer.in_features
                 current = layer.rank if isinstance(layer, LowRankLinear) else None
-                k = target_rank(n, m, c, multiple, rank=current)
-                if k > max_rank(layer):
-                    raise CompressionError(f"layer {key} ({n}x{m}, rank {max_rank(layer)}) is already smaller "
-                                           f"than the requested rank {k}")
+                k = target_rank(n, m, c, multiple, rank=current)  # ≤ min(n, m), or ≤ the current rank
                 parent_path, _, attr = path.rpartition(".")
                 parent = ref.module.get_submodule(parent_path) if parent_path else ref.module
                 targets.append(Target(key, parent, attr, layer, c, k))
