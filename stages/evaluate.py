@@ -21,4 +21,4 @@ def main(params, run):
 
 
 if __name__ == "__main__":
-    run_stage("evaluate", ["generate", "evaluate"], main)
+    run_stage("evaluate", ["data", "generate", "evaluate"], main)
