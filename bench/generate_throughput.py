@@ -8,7 +8,9 @@ Times `generate_images`, the stage's per-batch call: the full sampling loop (CFG
 transformer batch) plus VAE decode, from precomputed text embeddings. Text encoding happens once
 per prompt and is left out. Weights are random (speed does not depend on them) unless
 `--pipeline` loads a saved one, e.g. `models/shapes/pixart` after the pretrain stage. Sizes:
-shapes = the zoo's PixArt teacher (8 blocks, width 96, 32 px, 16 tokens of width 64, 20 steps);
+shapes = the PixArt teacher of an earlier zoo (8 blocks, width 96 on a 2x VAE, 32 px, 16 text tokens
+of width 64, 20 steps); the zoo's teacher is now width 128 (4 heads x 32) on a 4x VAE, timed with
+`--pipeline models/shapes/pixart`;
 pixart-sigma = the shipped PixArt-Σ-XL-2-512 config with an SD-style VAE (512 px, 300 T5 tokens
 of width 4096, 20 steps, tab. 4.3). Prints a table; `--out` also writes it as JSON.
 """

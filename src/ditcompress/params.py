@@ -4,7 +4,7 @@ Each concern defines the config of its own section next to its code (`shapes/con
 this module composes them and is the only place that reads the YAML file. Unknown keys, wrong
 types and out-of-range values raise `ParamsError` with a single line such as
 
-    params.yaml: data.image_size: must be >= 16 (got 4)
+    params.yaml: data.image_size: must be >= 24 (got 4)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why the care with paths: `dvc exp run --temp` and queued experiments execute in a copy of the
 repository under `<repo>/.dvc/tmp/exps/...`. A relative tracking URI would put their runs in that
-throw-away copy, so the store is always `sqlite:///<real repo root>/mlflow.db` (SPEC.md), unless
+throw-away copy, so the store is always `sqlite:///<real repo root>/mlflow.db`, unless
 `MLFLOW_TRACKING_URI` says otherwise.
 """
 
