@@ -4,8 +4,8 @@
     python bench/generate_throughput.py --size pixart-sigma --device cuda --dtype bfloat16 \\
         --batch-sizes 1,4,8,16,32                                         # real PixArt-Σ size, 512²
 
-Times `generate_images`, the stage's per-batch call: the full sampling loop (CFG doubles the
-transformer batch) plus VAE decode, from precomputed text embeddings. Text encoding happens once
+Times `Renderer.render` (ditcompress.sampling), the stage's per-batch call: the full sampling loop
+(CFG doubles the transformer batch) plus VAE decode, from precomputed text embeddings. Text encoding happens once
 per prompt and is left out. Weights are random (speed does not depend on them) unless
 `--pipeline` loads a saved one, e.g. `models/shapes/pixart` after the pretrain stage. Sizes:
 shapes = the PixArt teacher of an earlier zoo (8 blocks, width 96 on a 2x VAE, 32 px, 16 text tokens
@@ -26,8 +26,8 @@ import time
 import torch
 
 from ditcompress.data.config import GenerateConfig
-from ditcompress.data.generate import encode_prompts, generate_images, load_teacher, negative_conditioning
 from ditcompress.models.base import Conditioning
+from ditcompress.sampling import Renderer
 
 # size -> transformer overrides, VAE channels, (tokens, text width), image side
 SIZES = {
@@ -69,10 +69,10 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(pipe, cond, negative, cfg: GenerateConfig, batch: int, repeats: int, device) -> dict:
+def measure(renderer: Renderer, prompts: list[str], batch: int, repeats: int, device) -> dict:
     """Images/s from the median of `repeats` timed batches (robust to a shared machine), after a warm-up."""
     def run():
-        generate_images(pipe, "pixart", cond.select(slice(0, batch)), negative, list(range(batch)), cfg)
+        renderer.render(prompts[:batch], list(range(batch)))
 
     run()
     if torch.device(device).type == "cuda":
@@ -111,14 +111,15 @@ def main() -> None:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     cfg = GenerateConfig(height=side, width=side, num_inference_steps=args.steps, max_sequence_length=tokens,
                          torch_dtype=dtype_name, batch_size=max(batches))
+    prompts = [f"a photo of {i} red circles" for i in range(max(batches))]
     if args.pipeline:
-        adapter, pipe = load_teacher(args.pipeline, "pixart", cfg, args.device)
-        cond = encode_prompts(adapter, pipe, [f"a photo of {i} red circles" for i in range(max(batches))], cfg)
-        negative = negative_conditioning(adapter, pipe, "pixart", cfg)
+        renderer = Renderer.load(args.pipeline, "pixart", cfg, args.device)
     else:
-        pipe = random_pipeline(args.size, args.device, dtype)
-        cond = random_conditioning(max(batches), tokens, width, args.device, dtype)
-        negative = random_conditioning(1, tokens, width, args.device, dtype)
+        renderer = Renderer(random_pipeline(args.size, args.device, dtype), "pixart", cfg)
+        renderer.remember([*prompts, cfg.negative_prompt],
+                          random_conditioning(len(prompts) + 1, tokens, width, args.device, dtype))
+    renderer.encode(prompts)  # text encoding is left out of the timings
+    pipe = renderer.pipeline
 
     device_name = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -128,7 +129,7 @@ def main() -> None:
     print("| batch | images/s | s/batch |" + (" peak GiB |" if "cuda" in str(args.device) else ""))
     rows = []
     for batch in batches:
-        row = measure(pipe, cond, negative, cfg, batch, args.repeats, args.device)
+        row = measure(renderer, prompts, batch, args.repeats, args.device)
         rows.append(row)
         mem = f" {row['peak_mem_gib']:.1f} |" if "peak_mem_gib" in row else ""
         print(f"| {batch} | {row['images_per_s']:.2f} | {row['s_per_batch']:.2f} |{mem}", flush=True)

@@ -6,8 +6,8 @@ One image per GenEval eval prompt (96 by default) for each row: the ground-truth
 VAE round trip (the ceiling a teacher can reach through its VAE), each teacher through its saved
 pipeline with the preset's sampler (`shapes-pixart` / `shapes-flux` in models/presets.py), and the
 PixArt teacher with a third of its blocks removed without retraining (several choices of blocks).
-Images are seeded per batch of 64 prompts (`zoo.pipelines.generate`). Also prints the tiny CLIP's
-caption-ranking accuracy.
+Model rows are scored by `metrics.benchmark.geneval_score` (image k from `seed_for(seed, "geneval/k")`,
+the evaluate stage's seeds). Also prints the tiny CLIP's caption-ranking accuracy.
 About a minute on a 2-core CPU.
 """
 
@@ -23,15 +23,14 @@ import torch
 
 from ditcompress.compress import remove_blocks
 from ditcompress.metrics import get_evaluator
+from ditcompress.metrics.benchmark import geneval_score
 from ditcompress.metrics.geneval import GENEVAL_TASKS
-from ditcompress.models.presets import get_preset
-from ditcompress.models.registry import get_adapter
+from ditcompress.sampling import Renderer, preset_settings
 from ditcompress.shapes.dataset import load_split, read_geneval_metadata
 from ditcompress.shapes.detector import ShapesDetector
 from ditcompress.shapes.truth import scene_satisfies
 from ditcompress.shapes.vocab import SHAPES
 from ditcompress.zoo.common import images_to_tensor, tensor_to_images
-from ditcompress.zoo.pipelines import generate_as_preset
 from ditcompress.zoo.vae import encode_modes
 
 
@@ -48,11 +47,6 @@ def block_choices(n_layers: int) -> dict[str, list[str]]:
 def vae_round_trip(vae, images: np.ndarray) -> np.ndarray:
     """Images encoded to the posterior mean and decoded again."""
     return tensor_to_images(vae.decode(encode_modes(vae, images_to_tensor(images))).sample)
-
-
-def sample(pipeline, family: str, prompts: list[str], seed: int) -> np.ndarray:
-    """One image per prompt with the shapes preset's sampler settings."""
-    return generate_as_preset(pipeline, prompts, get_preset(f"shapes-{family}"), seed=seed)
 
 
 @torch.no_grad()
@@ -83,27 +77,26 @@ def figures(zoo: Path, data: Path, seed: int = 0, threads: int = 2) -> dict[str,
 
     rows: dict[str, dict[str, float]] = {}
 
-    def add(name: str, make) -> None:
+    def add(name: str, score) -> None:
         start = time.perf_counter()
-        images = make()
-        scores = geneval.run(images)  # set_id None: detections are never cached across rows
+        scores = score()  # set_id None: detections are never cached across rows
         rows[name] = {**{t: scores[f"geneval/{t}"] for t in GENEVAL_TASKS}, "overall": scores["geneval/overall"],
                       "seconds": time.perf_counter() - start}
         print(f"  {name}: overall {rows[name]['overall']:.3f} ({rows[name]['seconds']:.0f} s)", flush=True)
 
-    add("ground truth", lambda: truth.images)
-    pipes = {f: get_adapter(f).load_pipeline(str(zoo / f)) for f in ("pixart", "flux")}
-    for family, pipe in pipes.items():
-        add(f"{family} VAE round trip", lambda: vae_round_trip(pipe.vae, truth.images))
-    pixart = pipes["pixart"]
-    add("pixart teacher", lambda: sample(pixart, "pixart", prompts, seed))
-    teacher = pixart.transformer
+    add("ground truth", lambda: geneval.run(truth.images))
+    renderers = {f: Renderer.load(zoo / f, f, preset_settings(f"shapes-{f}", batch_size=64)) for f in ("pixart", "flux")}
+    for family, renderer in renderers.items():
+        add(f"{family} VAE round trip", lambda: geneval.run(vae_round_trip(renderer.pipeline.vae, truth.images)))
+    pixart = renderers["pixart"]
+    add("pixart teacher", lambda: geneval_score(pixart, geneval, seed))
+    teacher = pixart.pipeline.transformer
     n_layers = len(teacher.transformer_blocks)
     for how, ids in block_choices(n_layers).items():
-        pixart.transformer, _ = remove_blocks(teacher, ids)
-        add(f"pixart -{len(ids)}/{n_layers} {how} [{','.join(ids)}]", lambda: sample(pixart, "pixart", prompts, seed))
-    pixart.transformer = teacher
-    add("flux teacher", lambda: sample(pipes["flux"], "flux", prompts, seed))
+        pruned, _ = remove_blocks(teacher, ids)
+        with pixart.using(pruned):
+            add(f"pixart -{len(ids)}/{n_layers} {how} [{','.join(ids)}]", lambda: geneval_score(pixart, geneval, seed))
+    add("flux teacher", lambda: geneval_score(renderers["flux"], geneval, seed))
     rows["clip"] = {"ranking_accuracy": clip_ranking(zoo / "clip", truth)}
     return rows
 

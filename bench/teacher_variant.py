@@ -7,9 +7,9 @@ How the README's teacher variants were measured. The variant trains on the saved
 latents and text encoders (models/shapes/<family>), exactly as the pretrain stage trains its
 teacher (`zoo.pretrain.train_family_teacher`), with the `--set` overrides applied to the defaults of
 `zoo/config.py`. A `text:` override rebuilds the frozen T5 (same seed stream) before encoding.
-It then samples the 96 GenEval eval prompts, one image each, with the family's preset sampler at
-sampling seeds 100, 101, ... and prints the per-task and overall accuracy averaged over the seeds
-(the shapes detector, as `bench/shapes_world_figures.py`).
+It then scores it with `metrics.benchmark.geneval_score`: the 96 GenEval eval prompts, `--seeds`
+images each (4, as the evaluate stage, whose images and figure these are), with the family's preset
+sampler, and prints the per-task and overall accuracy (the shapes detector).
 
 `--threads 1` (the default) is what the pretrain stage gives each of its two workers, so a
 variant with no overrides reproduces the default teacher's training run. A 4000-step PixArt
@@ -42,9 +42,10 @@ import torch
 import yaml
 
 from ditcompress.metrics import get_evaluator
+from ditcompress.metrics.benchmark import geneval_score
 from ditcompress.metrics.geneval import GENEVAL_TASKS
-from ditcompress.models.presets import get_preset
 from ditcompress.models.registry import get_adapter
+from ditcompress.sampling import Renderer, image_seeds, preset_settings
 from ditcompress.shapes.config import ShapesDataConfig
 from ditcompress.shapes.dataset import load_split, read_geneval_metadata
 from ditcompress.shapes.detector import ShapesDetector
@@ -52,7 +53,7 @@ from ditcompress.utils.grid import sample_grid
 from ditcompress.zoo import pretrain
 from ditcompress.zoo.common import images_to_tensor
 from ditcompress.zoo.config import PretrainConfig
-from ditcompress.zoo.pipelines import generate_as_preset, save_pipeline
+from ditcompress.zoo.pipelines import save_pipeline
 from ditcompress.zoo.text import build_t5_encoder
 from ditcompress.zoo.vae import encode_modes, high_frequency_share
 
@@ -98,26 +99,25 @@ def retrained_vae(family: str, cfg: PretrainConfig, pipe, images: np.ndarray, da
     return type(pipe)(**{**pipe.components, "vae": vae}), latents, stats
 
 
-def geneval_evaluator(data: Path, shapes: list[str]):
-    """The GenEval evaluator of the eval prompts, one image per prompt, with the shapes detector."""
-    return get_evaluator("geneval", metadata=str(data / "eval/geneval_metadata.jsonl"), images_per_prompt=1,
-                         detector=ShapesDetector(shapes), device="cpu")
+def geneval_evaluator(data: Path, shapes: list[str], images_per_prompt: int = 1):
+    """The GenEval evaluator of the eval prompts with the shapes detector."""
+    return get_evaluator("geneval", metadata=str(data / "eval/geneval_metadata.jsonl"),
+                         images_per_prompt=images_per_prompt, detector=ShapesDetector(shapes), device="cpu")
 
 
-def score(pipe, family: str, data: Path, shapes: list[str], seeds: list[int]):
-    """GenEval accuracy per task and overall, averaged over sampling seeds; and the first seed's images."""
+def score(pipe, family: str, data: Path, shapes: list[str], seeds: int, seed: int):
+    """GenEval accuracy per task and overall at `seeds` images per prompt (`metrics.benchmark.geneval_score`,
+    the evaluate stage's images); and the renderer, for a sample grid."""
+    renderer = Renderer(pipe, family, preset_settings(f"shapes-{family}", batch_size=64))
+    r = geneval_score(renderer, geneval_evaluator(data, shapes, seeds), seed, desc="geneval")
+    return {t: round(r[f"geneval/{t}"], 3) for t in GENEVAL_TASKS} | {"overall": round(r["geneval/overall"], 3)}, renderer
+
+
+def first_images(renderer, data: Path, seeds: int, seed: int):
+    """Each eval prompt's first GenEval image (as `score` rendered it) and the prompts."""
     prompts = [item["prompt"] for item in read_geneval_metadata(data / "eval/geneval_metadata.jsonl")]
-    evaluator = geneval_evaluator(data, shapes)
-    rows, first = [], None
-    for s in seeds:
-        images = generate_as_preset(pipe, prompts, get_preset(f"shapes-{family}"), seed=s)
-        first = images if first is None else first
-        r = evaluator.run(images)
-        rows.append([r[f"geneval/{t}"] for t in GENEVAL_TASKS] + [r["geneval/overall"]])
-    m = np.array(rows)
-    res = dict(zip((*GENEVAL_TASKS, "overall"), m.mean(0).round(3).tolist()))
-    res["overall_per_seed"] = m[:, -1].round(3).tolist()
-    return res, first, prompts
+    first = [image_seeds(seed, "geneval", 1, start=k * seeds)[0] for k in range(len(prompts))]
+    return renderer.render(prompts, first), prompts
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--zoo", type=Path, default=Path("models/shapes"))
     ap.add_argument("--data", type=Path, default=Path("data/shapes"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="for data.shapes and seed")
-    ap.add_argument("--seeds", type=int, default=4, help="sampling seeds 100, 101, ...")
+    ap.add_argument("--seeds", type=int, default=4, help="images per GenEval prompt (the evaluate stage uses 4)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="train and sample here, e.g. cuda (the data is still prepared on the CPU)")
     ap.add_argument("--out", type=Path, help="save the pipeline, a sample grid and result.json here")
@@ -154,14 +154,15 @@ def main() -> None:
         pipe, stats = train_variant(args.family, cfg, args.zoo, args.data, int(params.get("seed", 0)), shapes,
                                     args.device)
     pipe.to(args.device)
-    res, images, prompts = score(pipe, args.family, args.data, shapes, list(range(100, 100 + args.seeds)))
+    seed = int((params.get("generate") or {}).get("seed", 0))
+    res, renderer = score(pipe, args.family, args.data, shapes, args.seeds, seed)
     res |= {"family": args.family, "pipeline": str(args.score) if args.score else None, "overrides": overrides,
             "device": args.device, "train_seconds": round(stats["seconds"], 1), "vae": stats.get("vae"), "minutes": round((time.perf_counter() - start) / 60, 1)}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         if not args.score:
             save_pipeline(pipe.to("cpu"), args.out / "pipeline")
-        sample_grid(images, prompts, ncol=16).save(args.out / "grid.png")
+        sample_grid(*first_images(renderer, args.data, args.seeds, seed), ncol=16).save(args.out / "grid.png")
         (args.out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res))
 

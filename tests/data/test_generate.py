@@ -32,6 +32,11 @@ def _shard_bytes(out_dir):
     return {p.name: p.read_bytes() for p in sorted((out_dir / "shards").iterdir())}
 
 
+def _tree_bytes(out_dir):
+    """Every file of an output directory by relative path (what DVC hashes)."""
+    return {str(p.relative_to(out_dir)): p.read_bytes() for p in sorted(out_dir.rglob("*")) if p.is_file()}
+
+
 def _env():
     return {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
 
@@ -90,17 +95,16 @@ def test_flux_family_generates_through_the_same_stage(caption_set, tiny_flux, tm
 def test_flux_true_cfg_is_the_negative_branch_extrapolated(caption_set, tiny_flux, tmp_path, one_thread):
     """FluxPipeline's true CFG is v_neg + s·(v − v_neg): with the negative prompt as the prompt it is
     the plain sample at any scale, with another prompt it is not; records carry the settings."""
-    from ditcompress.data.generate import encode_prompts, generate_images, load_teacher, negative_conditioning
+    from ditcompress.sampling import Renderer
 
     guided_cfg = CFG.model_copy(update={"true_cfg_scale": 4.0, "negative_prompt": ""})
-    adapter, pipe = load_teacher(tiny_flux, "flux", guided_cfg, "cpu")
-    assert negative_conditioning(adapter, pipe, "flux", CFG) is None  # scale 1: no negative branch
-    negative = negative_conditioning(adapter, pipe, "flux", guided_cfg)
+    guided = Renderer.load(tiny_flux, "flux", guided_cfg)
+    plain = Renderer(guided.pipeline, "flux", CFG)
+    assert plain.negative() is None and guided.negative() is not None  # scale 1: no negative branch
     for prompt, same in (("", True), ("a red circle", False)):
-        cond = encode_prompts(adapter, pipe, [prompt], guided_cfg)
-        guided = np.asarray(generate_images(pipe, "flux", cond, negative, [5], guided_cfg)[0], float)
-        plain = np.asarray(generate_images(pipe, "flux", cond, None, [5], CFG)[0], float)
-        assert (np.abs(guided - plain).max() <= 1) == same, prompt  # 1 grey level: uint8 rounding
+        with_cfg = guided.render([prompt], [5])[0].astype(float)
+        without = plain.render([prompt], [5])[0].astype(float)
+        assert (np.abs(with_cfg - without).max() <= 1) == same, prompt  # 1 grey level: uint8 rounding
 
     cfg = guided_cfg.model_copy(update={"num_images": 2})
     run_generate(cfg, caption_set, tiny_flux, "flux", tmp_path, process=LocalProcess())
@@ -139,6 +143,8 @@ def test_killed_run_resumes_to_the_same_bytes(reference, caption_set, tiny_pixar
     metrics = run_generate(CFG, caption_set, tiny_pixart, "pixart", out, process=LocalProcess())
     assert metrics["new_images"] == 4 and metrics["images"] == 10
     assert _shard_bytes(out) == _shard_bytes(reference[0])  # no hole, no duplicate, same bytes
+    # and every other file too: the output's DVC hash does not depend on the kill
+    assert _tree_bytes(out) == _tree_bytes(reference[0])
 
 
 def _free_port() -> int:
@@ -162,7 +168,8 @@ def test_two_accelerate_processes_write_the_same_dataset_as_one(reference, capti
     assert by_rank == {0: {"shard-00000.tar", "shard-00002.tar"}, 1: {"shard-00001.tar", "shard-00003.tar"}}
     assert _shard_bytes(out) == _shard_bytes(reference[0])
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["new_items"] == 10
+    assert manifest["complete"] and manifest["complete_items"] == 10 and "new_items" not in manifest
+    assert _tree_bytes(out) == _tree_bytes(reference[0])
 
 
 def test_resuming_with_other_settings_is_an_error(caption_set, tiny_pixart, tmp_path):

@@ -5,8 +5,10 @@ import pytest
 import torch
 from diffusers import FluxPipeline, PixArtSigmaPipeline
 
+from ditcompress.data.config import GenerateConfig
+from ditcompress.sampling import Renderer
 from ditcompress.zoo.clip import build_clip, clip_text_encoder
-from ditcompress.zoo.pipelines import flux_pipeline, generate, pixart_pipeline, save_pipeline
+from ditcompress.zoo.pipelines import flux_pipeline, pixart_pipeline, save_pipeline
 from ditcompress.zoo.teacher import build_flux_transformer, build_pixart_transformer
 from ditcompress.zoo.text import build_clip_tokenizer, build_t5_encoder, build_t5_tokenizer, caption_vocabulary
 from ditcompress.zoo.vae import build_vae
@@ -35,8 +37,10 @@ def _pipeline(family, cfg, seed=0):
     return flux_pipeline(_transformer(family, cfg, seed), vae, text, clip_tok, t5, t5_tok)
 
 
-def _sample(pipe):
-    return generate(pipe, PROMPTS, resolution=SIZE, steps=3, guidance=3.5, max_sequence_length=16, seed=0)
+def _sample(pipe, family):
+    settings = GenerateConfig(height=SIZE, width=SIZE, num_inference_steps=3, guidance_scale=3.5,
+                              max_sequence_length=16, torch_dtype="float32")
+    return Renderer(pipe, family, settings).render(PROMPTS, [0, 1])
 
 
 @pytest.mark.parametrize("family,cls", [("pixart", PixArtSigmaPipeline), ("flux", FluxPipeline)])
@@ -45,7 +49,7 @@ def test_saved_pipeline_reloads_exactly(family, cls, tiny_cfg, tmp_path):
     with torch.no_grad():  # random weights give flat images; make the transformer's output matter
         for p in pipe.transformer.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    ref = _sample(pipe)
+    ref = _sample(pipe, family)
     save_pipeline(pipe, tmp_path)
     expected = {"model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "scheduler"}
     if family == "flux":
@@ -55,9 +59,9 @@ def test_saved_pipeline_reloads_exactly(family, cls, tiny_cfg, tmp_path):
     public = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
     assert type(loaded.scheduler) is type(pipe.scheduler)
     assert public(loaded.scheduler.config) == public(pipe.scheduler.config)
-    np.testing.assert_array_equal(_sample(loaded), ref)
+    np.testing.assert_array_equal(_sample(loaded, family), ref)
     loaded.transformer = _transformer(family, tiny_cfg, seed=5)
-    assert not np.array_equal(_sample(loaded), ref)
+    assert not np.array_equal(_sample(loaded, family), ref)
 
 
 def test_pixart_scheduler_matches_objective(tiny_cfg):

@@ -12,14 +12,6 @@ from ditcompress.compress.record import CompressionRecord, attach, record_of
 from ditcompress.models.base import unwrap
 from ditcompress.models.registry import adapter_for
 
-# per block kind: (ModuleList attribute, config key holding its length)
-BLOCK_LISTS = {
-    "pixart": ("transformer_blocks", "num_layers"),
-    "double": ("transformer_blocks", "num_layers"),
-    "single": ("single_transformer_blocks", "num_single_layers"),
-}
-
-
 def check_block_ids(refs, block_ids) -> None:
     """One-line error naming the first id that is not a block of the model."""
     known = [r.id for r in refs]
@@ -44,11 +36,7 @@ def remove_blocks(transformer: nn.Module, block_ids: list[str], *, inplace: bool
         model = copy.deepcopy(model)
         refs = adapter.blocks(model)
     for kind in dict.fromkeys(r.kind for r in refs):
-        attr, key = BLOCK_LISTS[kind]
-        kept = [r.module for r in refs if r.kind == kind and r.id not in drop]
-        setattr(model, attr, nn.ModuleList(kept))
-        # without this, from_pretrained would rebuild (and randomly initialise) the removed blocks
-        model.register_to_config(**{key: len(kept)})
+        adapter.set_blocks(model, kind, [r.module for r in refs if r.kind == kind and r.id not in drop])
     order = [r.id for r in refs]
     removed = [b for b in order if b in drop]
     new = replace(

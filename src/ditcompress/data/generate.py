@@ -7,10 +7,9 @@ Output (`out_dir`), see `shards.py` for plan/manifest:
     shards/shard-00000.tar   webdataset samples: <id>.json (prompt, seed, settings), <id>.png, <id>.txt
     index.parquet            id, shard, offset, size, prompt, seed of every image (random access)
 
-Every image has its own seed `seed_for(cfg.seed, id)` and its own CPU `torch.Generator`, so its
-starting noise does not depend on the batch, the shard, the device or the number of processes,
-and `regenerate` can redo any single image. Each prompt is encoded once per shard (duplicates
-share one encoding) and the negative prompt once per run; the pipeline then gets embeddings only.
+Images are rendered by `ditcompress.sampling.Renderer`: every image has its own seed
+`seed_for(cfg.seed, id)` and its own CPU generator, so its starting noise does not depend on the
+batch, the shard, the device or the number of processes, and `regenerate` can redo any single image.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from PIL import Image
 
 from ditcompress.data.caption import read_captions
@@ -33,7 +31,7 @@ from ditcompress.data.shards import (
     split_member, tar_index,
 )
 from ditcompress.errors import UserError
-from ditcompress.models.base import Conditioning
+from ditcompress.sampling import Renderer
 from ditcompress.utils.digest import model_digest
 from ditcompress.utils.logging import get_logger, progress
 
@@ -49,60 +47,6 @@ def generation_order(ids, seed: int) -> list[str]:
     return sorted(ids, key=lambda i: seed_for(seed, f"order/{i}"))
 
 
-def encode_prompts(adapter, pipeline, prompts: list[str], cfg: GenerateConfig) -> Conditioning:
-    """Conditioning for `prompts`, encoding each distinct prompt once, in batches of `batch_size`."""
-    unique = list(dict.fromkeys(prompts))
-    with torch.no_grad():  # not inference_mode: the pipeline may reuse these tensors in place
-        parts = [adapter.encode_prompts(pipeline, unique[s : s + cfg.batch_size], cfg.max_sequence_length)
-                 for s in range(0, len(unique), cfg.batch_size)]
-    cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
-    table = Conditioning(cat([p.prompt_embeds for p in parts]), cat([p.attention_mask for p in parts]),
-                         cat([p.pooled for p in parts]))
-    row = {p: i for i, p in enumerate(unique)}
-    return table.select(torch.tensor([row[p] for p in prompts], device=table.prompt_embeds.device))
-
-
-def _pipeline_inputs(family: str, cond: Conditioning, negative: Conditioning | None, cfg: GenerateConfig) -> dict:
-    """The family pipeline's keyword arguments for precomputed embeddings."""
-    if family == "pixart":
-        n = cond.prompt_embeds.shape[0]
-        return dict(prompt_embeds=cond.prompt_embeds, prompt_attention_mask=cond.attention_mask, negative_prompt=None,
-                    negative_prompt_embeds=negative.prompt_embeds.expand(n, -1, -1),
-                    negative_prompt_attention_mask=negative.attention_mask.expand(n, -1),
-                    # generate exactly height x width instead of snapping to PixArt's aspect-ratio bins
-                    use_resolution_binning=False)
-    if family == "flux":
-        # FLUX.1-dev is guidance-distilled: guidance_scale feeds its guidance embedding, and a
-        # negative branch (true CFG) runs only when there is a negative (true_cfg_scale > 1)
-        inputs = dict(prompt_embeds=cond.prompt_embeds, pooled_prompt_embeds=cond.pooled)
-        if negative is not None:
-            n = cond.prompt_embeds.shape[0]
-            inputs.update(negative_prompt_embeds=negative.prompt_embeds.expand(n, -1, -1),
-                          negative_pooled_prompt_embeds=negative.pooled.expand(n, -1),
-                          true_cfg_scale=cfg.true_cfg_scale)
-        return inputs
-    raise UserError(f"family: no generation inputs for {family!r} (known: pixart, flux)")
-
-
-def negative_conditioning(adapter, pipeline, family: str, cfg: GenerateConfig) -> Conditioning | None:
-    """The negative prompt's encoding (PixArt's CFG, Flux's true CFG), computed once per run; None without CFG."""
-    if family != "pixart" and cfg.true_cfg_scale <= 1:
-        return None
-    with torch.no_grad():
-        return adapter.encode_prompts(pipeline, [cfg.negative_prompt], cfg.max_sequence_length)
-
-
-def generate_images(pipeline, family: str, cond: Conditioning, negative: Conditioning | None, seeds: list[int],
-                    cfg: GenerateConfig) -> list[Image.Image]:
-    """One image per conditioning row, image i from a CPU generator seeded with `seeds[i]`."""
-    # CPU generators: the starting noise is the same on every device
-    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    out = pipeline(**_pipeline_inputs(family, cond, negative, cfg), height=cfg.height, width=cfg.width,
-                   num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                   max_sequence_length=cfg.max_sequence_length, generator=generators, output_type="pil")
-    return out.images
-
-
 def encode_image(img: Image.Image, image_format: str) -> bytes:
     """PNG (lossless) or JPEG q95 bytes; the same pixels always give the same bytes."""
     buf = io.BytesIO()
@@ -115,50 +59,35 @@ def encode_image(img: Image.Image, image_format: str) -> bytes:
 
 def image_record(item_id: str, prompt: str, cfg: GenerateConfig, family: str, teacher: str) -> dict:
     """What a sample's .json holds: enough to regenerate it alone."""
-    dropped = {"num_images", "shard_size", "image_format", "seed"}
-    if family == "pixart":
-        dropped.add("true_cfg_scale")
-    elif cfg.true_cfg_scale <= 1:
-        dropped.add("negative_prompt")
+    from ditcompress.models.registry import get_adapter
+
+    dropped = {"num_images", "shard_size", "image_format", "seed"} | get_adapter(family).unused_sampler_settings(
+        cfg.true_cfg_scale)
     settings = {k: v for k, v in fingerprint(cfg).items() if k not in dropped}
     return {"id": item_id, "prompt": prompt, "seed": seed_for(cfg.seed, item_id), "base_seed": cfg.seed,
             "family": family, "teacher": teacher, **settings}
-
-
-def load_teacher(pipeline_path: str | Path, family: str, cfg: GenerateConfig, device):
-    """(adapter, pipeline on `device`) with inner progress bars off."""
-    from ditcompress.models.registry import get_adapter
-
-    adapter = get_adapter(family)
-    pipeline = adapter.load_pipeline(pipeline_path, torch_dtype=getattr(torch, cfg.torch_dtype)).to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    return adapter, pipeline
 
 
 def regenerate(record: dict, pipeline_path: str | Path, device="cpu", batch_size: int = 1) -> Image.Image:
     """Image of one sample's .json record, generated alone."""
     fields = {k: record[k] for k in GenerateConfig.model_fields if k in record and k != "seed"}
     cfg = GenerateConfig.model_validate({**fields, "batch_size": batch_size})
-    adapter, pipeline = load_teacher(pipeline_path, record["family"], cfg, device)
-    negative = negative_conditioning(adapter, pipeline, record["family"], cfg)
-    cond = encode_prompts(adapter, pipeline, [record["prompt"]], cfg)
-    return generate_images(pipeline, record["family"], cond, negative, [record["seed"]], cfg)[0]
+    renderer = Renderer.load(pipeline_path, record["family"], cfg, device)
+    return Image.fromarray(renderer.render([record["prompt"]], [record["seed"]])[0])
 
 
-def _write_shard(path: Path, shard: Shard, captions: dict[str, str], adapter, pipeline, negative, cfg, family,
-                 teacher, bar) -> None:
+def _write_shard(path: Path, shard: Shard, captions: dict[str, str], renderer: Renderer, cfg, family, teacher,
+                 bar) -> None:
     """Generate a shard's images batch by batch, streaming them into its tar."""
-    prompts = [captions[i] for i in shard.ids]
-    cond = encode_prompts(adapter, pipeline, prompts, cfg)
     with atomic_write(path) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for s in range(0, len(shard.ids), cfg.batch_size):
             ids = shard.ids[s : s + cfg.batch_size]
-            images = generate_images(pipeline, family, cond.select(slice(s, s + len(ids))), negative,
-                                     [seed_for(cfg.seed, i) for i in ids], cfg)
-            for item_id, img in zip(ids, images):
+            images = renderer.render([captions[i] for i in ids], [seed_for(cfg.seed, i) for i in ids])
+            for item_id, pixels in zip(ids, images):
                 record = image_record(item_id, captions[item_id], cfg, family, teacher)
                 add_member(tar, f"{item_id}.json", json.dumps(record, ensure_ascii=False).encode())
-                add_member(tar, f"{item_id}.{cfg.image_format}", encode_image(img, cfg.image_format))
+                add_member(tar, f"{item_id}.{cfg.image_format}", encode_image(Image.fromarray(pixels),
+                                                                              cfg.image_format))
                 add_member(tar, f"{item_id}.txt", captions[item_id].encode())
             bar.update(len(ids))
 
@@ -198,11 +127,11 @@ def run_generate(cfg: GenerateConfig, captions_dir: str | Path, pipeline_path: s
                      digest_lines(f"{i}\t{captions[i]}" for i in ids), process, restart_if_changed)
     mine = run.start()
     if mine:
-        adapter, pipeline = load_teacher(pipeline_path, family, cfg, process.device)
-        negative = negative_conditioning(adapter, pipeline, family, cfg)
+        # captions are mostly distinct: embeddings are not kept past their batch
+        renderer = Renderer.load(pipeline_path, family, cfg, process.device, keep_prompts=False)
         bar = progress(total=sum(len(s.ids) for s in mine), desc="generate", unit="img")
         for k, shard in enumerate(mine, start=1):
-            _write_shard(run.path(shard), shard, captions, adapter, pipeline, negative, cfg, family, teacher, bar)
+            _write_shard(run.path(shard), shard, captions, renderer, cfg, family, teacher, bar)
             if tracker is not None and process.is_main_process:
                 tracker.log_metrics({"generate/images_per_s": bar.n / (time.perf_counter() - t0)}, step=k)
         bar.close()

@@ -36,6 +36,7 @@ from ditcompress.errors import UserError
 from ditcompress.metrics.base import ImageSet, MetricsError, resolve_device
 from ditcompress.metrics.registry import build_evaluators, evaluate
 from ditcompress.models.presets import get_preset
+from ditcompress.sampling import Renderer, image_seeds
 from ditcompress.utils.digest import model_digest
 from ditcompress.utils.logging import get_logger, progress
 
@@ -44,6 +45,8 @@ log = get_logger(__name__)
 SETTINGS_FILE = "settings.json"
 PROMPTS_GROUP = "prompts"
 GRID_IMAGES = 16
+
+
 def load_reference(path: str | Path, captions: str | Path | None = None, limit: int | None = None) -> ImageSet:
     """The reference image set with one caption per image (CMMD / Fréchet reference, CLIP-score prompts).
 
@@ -112,49 +115,53 @@ def image_path(folder: Path, group: str, index: int) -> Path:
     return folder / group / f"{index:05d}.png"
 
 
-def render(pipeline, family: str, groups: dict[str, list[str]], folder: Path, cfg: GenerateConfig,
-           desc: str = "render") -> int:
-    """Generate every missing image of every group into `folder`; returns how many were made."""
-    from ditcompress.data.generate import encode_prompts, generate_images, negative_conditioning
-    from ditcompress.models.registry import get_adapter
+def render(renderer, groups: dict[str, list[str]], folder: Path, seed: int, desc: str = "render") -> int:
+    """Render every missing image of every group into `folder`; returns how many were made.
 
-    adapter = get_adapter(family)
+    Image `index` of a group comes from `seed_for(seed, "<group>/<index>")`, as in `geneval_score`.
+    """
     todo = [(g, i) for g, prompts in groups.items() for i in range(len(prompts))
             if not image_path(folder, g, i).is_file()]
     if not todo:
         return 0
-    negative = negative_conditioning(adapter, pipeline, family, cfg)
     bar = progress(total=len(todo), desc=desc, unit="img")
-    for s in range(0, len(todo), cfg.batch_size):
-        batch = todo[s : s + cfg.batch_size]
-        cond = encode_prompts(adapter, pipeline, [groups[g][i] for g, i in batch], cfg)
-        seeds = [seed_for(cfg.seed, f"{g}/{i}") for g, i in batch]
-        for (g, i), image in zip(batch, generate_images(pipeline, family, cond, negative, seeds, cfg)):
+    step = renderer.settings.batch_size
+    for s in range(0, len(todo), step):
+        batch = todo[s : s + step]
+        images = renderer.render([groups[g][i] for g, i in batch], [seed_for(seed, f"{g}/{i}") for g, i in batch])
+        for (g, i), pixels in zip(batch, images):
             path = image_path(folder, g, i)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(path) as f:
-                image.save(f, format="PNG")
+                Image.fromarray(pixels).save(f, format="PNG")
         bar.update(len(batch))
     bar.close()
     return len(todo)
 
 
-def load_model(preset, student: str | None, cfg: GenerateConfig, device):
-    """The teacher pipeline, with a student's transformer in place of the teacher's when given."""
-    from ditcompress.models.registry import get_adapter
+def geneval_score(renderer, evaluator, seed: int, *, desc: str | None = None) -> dict[str, float]:
+    """GenEval of the renderer's model at `evaluator.images_per_prompt` seeds per prompt, in memory.
 
-    adapter = get_adapter(preset.family)
-    dtype = getattr(torch, cfg.torch_dtype)
+    The images are those `run_evaluate` renders for its `geneval` group (same per-image seeds), so
+    both give a model the same figure; `Renderer.using(student)` scores another transformer.
+    """
+    prompts = [it["prompt"] for it in evaluator.items()]
+    bar = progress(total=len(prompts), desc=desc, unit="img", disable=desc is None)
+    images = renderer.render(prompts, image_seeds(seed, evaluator.benchmark, len(prompts)), bar=bar)
+    bar.close()
+    return evaluator.run(images)
+
+
+def load_model(preset, student: str | None, cfg: GenerateConfig, device):
+    """A renderer of the teacher pipeline, with a student's transformer in place of the teacher's when given."""
     transformer = None
     if student is not None:
         from ditcompress.compress.student import load_student
 
         if not Path(student).is_dir():
             raise UserError(f"evaluate.students: {student}: student directory not found")
-        transformer = load_student(student, torch_dtype=dtype)
-    pipeline = adapter.load_pipeline(preset.pretrained, transformer=transformer, torch_dtype=dtype).to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+        transformer = load_student(student, torch_dtype=getattr(torch, cfg.torch_dtype))
+    return Renderer.load(preset.pretrained, preset.family, cfg, device, transformer=transformer)
 
 
 def run_evaluate(params, out_dir: str | Path = "data/eval", tracker=None,
@@ -193,9 +200,9 @@ def run_evaluate(params, out_dir: str | Path = "data/eval", tracker=None,
         prepare_folder(folder, settings)
         missing = sum(not image_path(folder, g, i).is_file() for g, ps in groups.items() for i in range(len(ps)))
         if missing:
-            pipeline = load_model(preset, student, gen, device)
-            made = render(pipeline, preset.family, groups, folder, gen, desc=f"render {name}")
-            del pipeline
+            renderer = load_model(preset, student, gen, device)
+            made = render(renderer, groups, folder, gen.seed, desc=f"render {name}")
+            del renderer
             log.info("evaluate: %s: rendered %d images", name, made)
         for group, prompts in groups.items():
             picked = list(range(0, len(prompts), max(1, len(prompts) // GRID_IMAGES)))[:GRID_IMAGES]

@@ -127,8 +127,35 @@ class FamilyAdapter(ABC):
         plus the text stream for Flux), found by block identity on the unwrapped model.
         """
 
+    @abstractmethod
+    def uses_negative(self, true_cfg_scale: float) -> bool:
+        """Whether sampling runs a negative-prompt branch (CFG) at these settings."""
+
+    @abstractmethod
+    def pipeline_inputs(self, cond: Conditioning, negative: Conditioning | None, true_cfg_scale: float) -> dict:
+        """The pipeline's keyword arguments for precomputed embeddings of a batch (`negative`: one row)."""
+
     # ---- concrete helpers shared by every family ------------------------------------------
     part_groups: dict[str, str] = {}  # part -> "attn" | "mlp" | "modulation" (per-part SVD ratios, 5.1.7)
+    # block kind -> (ModuleList attribute, config key holding its length)
+    block_lists: dict[str, tuple[str, str]] = {}
+    # sampler settings that never change this family's images
+    inert_sampler_settings: frozenset[str] = frozenset()
+
+    def unused_sampler_settings(self, true_cfg_scale: float) -> set[str]:
+        """Sampler settings that do not change the images at these settings (left out of image records)."""
+        unused = set(self.inert_sampler_settings)
+        if not self.uses_negative(true_cfg_scale):
+            unused.add("negative_prompt")
+        return unused
+
+    def set_blocks(self, transformer: nn.Module, kind: str, modules: list[nn.Module]) -> None:
+        """Replace the model's blocks of `kind` and keep the config's count in sync."""
+        attr, key = self.block_lists[kind]
+        model = unwrap(transformer)
+        setattr(model, attr, nn.ModuleList(modules))
+        # without this, from_pretrained would rebuild (and randomly initialise) the removed blocks
+        model.register_to_config(**{key: len(modules)})
 
     def linear_group(self, block: BlockRef, part: str, name: str) -> str:
         """Group ("attn", "mlp", "modulation") of linear `name` of `part`, for per-group SVD ratios."""

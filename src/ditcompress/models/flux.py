@@ -94,6 +94,8 @@ class FluxAdapter(FamilyAdapter):
         # projection maps cat(attn, mlp) back, 4/5 of its inputs coming from the MLP branch
         "linear1": "attn", "projection": "mlp",
     }
+    block_lists = {"double": ("transformer_blocks", "num_layers"),
+                   "single": ("single_transformer_blocks", "num_single_layers")}
 
     def load_transformer(self, path_or_id, *, subfolder="transformer", torch_dtype=None):
         """Teacher or saved student (strict: missing or unexpected weights are an error)."""
@@ -159,6 +161,19 @@ class FluxAdapter(FamilyAdapter):
         )[0]
         # _unpack_latents takes pixel sizes; any scale factor works if we pass h·s, w·s
         return FluxPipeline._unpack_latents(out, h * 8, w * 8, 8)
+
+    def uses_negative(self, true_cfg_scale):
+        """Only with true CFG: FLUX.1-dev is guidance-distilled and needs no negative branch."""
+        return true_cfg_scale > 1
+
+    def pipeline_inputs(self, cond, negative, true_cfg_scale):
+        """T5 tokens and the pooled CLIP vector; a negative branch only when `negative` is given."""
+        inputs = dict(prompt_embeds=cond.prompt_embeds, pooled_prompt_embeds=cond.pooled)
+        if negative is not None:
+            n = cond.prompt_embeds.shape[0]
+            inputs.update(negative_prompt_embeds=negative.prompt_embeds.expand(n, -1, -1),
+                          negative_pooled_prompt_embeds=negative.pooled.expand(n, -1), true_cfg_scale=true_cfg_scale)
+        return inputs
 
     def capture_features(self, transformer, block_ids):
         """Image and text streams of each listed block (both kinds return `(text, image)`)."""

@@ -73,6 +73,8 @@ class PixArtAdapter(FamilyAdapter):
     # tab. 4.1; the modulation table E_i is a parameter, not a submodule
     parts = {"self_attn": ["attn1"], "cross_attn": ["attn2"], "mlp": ["ff"], "modulation": ["scale_shift_table"]}
     part_groups = {"self_attn": "attn", "cross_attn": "attn", "mlp": "mlp", "modulation": "modulation"}
+    block_lists = {"pixart": ("transformer_blocks", "num_layers")}
+    inert_sampler_settings = frozenset({"true_cfg_scale"})  # a Flux-only setting
 
     def load_transformer(self, path_or_id, *, subfolder="transformer", torch_dtype=None):
         """Teacher or saved student (strict: missing or unexpected weights are an error)."""
@@ -121,6 +123,19 @@ class PixArtAdapter(FamilyAdapter):
             return_dict=False,
         )[0]
         return out[:, :c] if out.shape[1] == 2 * c else out  # learned sigma: keep the mean
+
+    def uses_negative(self, true_cfg_scale):
+        """Always: PixArt samples with classifier-free guidance."""
+        return True
+
+    def pipeline_inputs(self, cond, negative, true_cfg_scale):
+        """T5 embeddings and masks of the batch and its negative prompt, at exactly the asked size."""
+        n = cond.prompt_embeds.shape[0]
+        return dict(prompt_embeds=cond.prompt_embeds, prompt_attention_mask=cond.attention_mask, negative_prompt=None,
+                    negative_prompt_embeds=negative.prompt_embeds.expand(n, -1, -1),
+                    negative_prompt_attention_mask=negative.attention_mask.expand(n, -1),
+                    # generate exactly height x width instead of snapping to PixArt's aspect-ratio bins
+                    use_resolution_binning=False)
 
     def capture_features(self, transformer, block_ids):
         """Each listed block's hidden states `(B, N, D)` as `BlockOutput(image=...)`."""

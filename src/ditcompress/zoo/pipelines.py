@@ -1,17 +1,15 @@
-"""Full diffusers pipelines around the tiny models, saved in the hub layout, and sampling from them.
+"""Full diffusers pipelines around the tiny models, saved in the hub layout.
 
 `PixArtSigmaPipeline.from_pretrained(dir)` / `FluxPipeline.from_pretrained(dir)` load the saved
 directories unchanged and offline. Schedulers follow the real configs: PixArt-Σ's
 DPM-Solver++ over DDPM's linear betas (here with v prediction), FLUX.1-dev's flow-matching Euler
-with resolution-dependent shift.
+with resolution-dependent shift. Sampling from them goes through `ditcompress.sampling.Renderer`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, FluxPipeline, PixArtSigmaPipeline
 
 
@@ -48,36 +46,3 @@ def save_pipeline(pipeline, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
-
-
-@torch.no_grad()
-def generate(pipeline, prompts: list[str], *, resolution: int, steps: int, guidance: float,
-             max_sequence_length: int, seed: int, batch_size: int = 64, true_cfg_scale: float = 1.0) -> np.ndarray:
-    """uint8 `(N, H, W, 3)` images, one per prompt, from either family's pipeline (seeded per batch).
-
-    `true_cfg_scale` > 1 gives a Flux pipeline a negative branch with the empty prompt (true CFG).
-    """
-    kwargs = dict(height=resolution, width=resolution, num_inference_steps=steps, guidance_scale=guidance,
-                  max_sequence_length=max_sequence_length, output_type="np")
-    true_cfg = {}
-    if isinstance(pipeline, PixArtSigmaPipeline):
-        # resolution binning only knows the real sizes (256..2048 px); the prompts are already clean
-        kwargs.update(use_resolution_binning=False, clean_caption=False)
-    elif true_cfg_scale > 1:
-        true_cfg = {"true_cfg_scale": true_cfg_scale}
-    pipeline.set_progress_bar_config(disable=True)
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        g = torch.Generator().manual_seed(seed + i)
-        batch = prompts[i : i + batch_size]
-        negative = {"negative_prompt": [""] * len(batch)} if true_cfg else {}
-        images = pipeline(prompt=batch, generator=g, **true_cfg, **negative, **kwargs).images  # (B, H, W, 3), [0, 1]
-        out.append(np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8))
-    return np.concatenate(out)
-
-
-def generate_as_preset(pipeline, prompts: list[str], preset, *, seed: int, resolution: int | None = None) -> np.ndarray:
-    """`generate` with a preset's sampler settings (steps, guidance, true CFG, text length)."""
-    return generate(pipeline, prompts, resolution=resolution or preset.resolution, steps=preset.num_inference_steps,
-                    guidance=preset.guidance_scale, max_sequence_length=preset.max_sequence_length,
-                    true_cfg_scale=preset.true_cfg_scale, seed=seed)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ditcompress.models.presets import get_preset
 from ditcompress.models.registry import get_adapter
+from ditcompress.sampling import Renderer, image_seeds, preset_settings
 from ditcompress.shapes.dataset import load_split, read_geneval_metadata
 from ditcompress.shapes.prompts import GENEVAL_TAGS
 from ditcompress.shapes.truth import scene_satisfies
@@ -34,7 +34,7 @@ from ditcompress.zoo import clip as clip_lib
 from ditcompress.zoo.common import images_to_tensor, tensor_to_images
 from ditcompress.zoo.config import PretrainConfig
 from ditcompress.zoo.jobs import JobPool, load_weights, weights_to_bytes
-from ditcompress.zoo.pipelines import flux_pipeline, generate_as_preset, pixart_pipeline, save_pipeline
+from ditcompress.zoo.pipelines import flux_pipeline, pixart_pipeline, save_pipeline
 from ditcompress.zoo.teacher import TeacherData, build_flux_transformer, build_pixart_transformer, train_teacher
 from ditcompress.zoo.text import build_clip_tokenizer, build_t5_encoder, build_t5_tokenizer, caption_vocabulary
 from ditcompress.zoo.vae import build_vae, encode_modes, teacher_latents, train_vae
@@ -151,10 +151,11 @@ def _start_teacher(pool: JobPool, family: str, cfg: PretrainConfig, pipeline, la
 
 def _grid(family: str, pipeline, items: list[dict], per_task: int, image_size: int, seed: int):
     """Teacher samples for the first `per_task` GenEval prompts of each tag, with the preset's sampler."""
-    preset = get_preset(f"shapes-{family}")
+    settings = preset_settings(f"shapes-{family}", height=image_size, width=image_size, batch_size=64)
     picked = [it for tag in GENEVAL_TAGS for it in [i for i in items if i["tag"] == tag][:per_task]]
     prompts = [it["prompt"] for it in picked]
-    images = generate_as_preset(pipeline, prompts, preset, seed=stream_seed(seed, "samples"), resolution=image_size)
+    images = Renderer(pipeline, family, settings).render(prompts, image_seeds(stream_seed(seed, "samples"), "samples",
+                                                                              len(prompts)))
     return sample_grid(images, prompts, ncol=per_task)
 
 
