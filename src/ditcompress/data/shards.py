@@ -6,7 +6,7 @@ run was killed, so every run writes byte-identical shard files. Output layout:
 
     plan.json         settings + a digest of the inputs, written before any shard
     shards/<name>     one file per shard, published atomically (temp file, fsync, os.replace)
-    manifest.json     what is complete; rewritten by the main process at the end of each run
+    manifest.json     what is complete (contents only); rewritten by the main process at the end of each run
 
 A shard file exists only once it is complete, so the manifest is derived from the files on disk
 and resuming means skipping the shards that exist: nothing is lost or written twice, and a kill
@@ -271,9 +271,12 @@ class ShardedRun:
             raise UserError(hint.format(f"inputs ({counts}, or changed ids/text)"))
 
     def finish(self, summarize: Callable[[list[Shard]], dict] | None = None) -> dict | None:
-        """Wait for all processes; the main one writes and returns the manifest, the others None.
+        """Wait for all processes; the main one writes the manifest and returns it with this run's
+        `new_items`, the others None.
 
-        `summarize(complete_shards)` adds stage-specific entries (counts, indexes).
+        `summarize(complete_shards)` adds stage-specific entries (counts, indexes). The manifest
+        holds what the output contains, never how this run made it, so a resumed output is
+        byte-identical to an uninterrupted one (its DVC hash does not depend on the run's history).
         """
         self.process.wait_for_everyone()
         if not self.process.is_main_process:
@@ -285,13 +288,12 @@ class ShardedRun:
             "complete": len(done) == len(self.shards),
             "complete_shards": len(done),
             "complete_items": sum(len(s.ids) for s in done),
-            "new_items": sum(len(s.ids) for s in done if s.index not in self.done_at_start),
             "shards": [self.path(s).name for s in done],
             **extra,
             "settings": self.settings,
         }
         write_json(self.out_dir / MANIFEST_FILE, manifest)
-        return manifest
+        return {**manifest, "new_items": sum(len(s.ids) for s in done if s.index not in self.done_at_start)}
 
 
 def read_complete_plan(out_dir: str | Path, stage: str) -> dict:
