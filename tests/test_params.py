@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ditcompress.data.config import PRESET_FIELDS, GenerateConfig
+from ditcompress.models.presets import PRESETS
 from ditcompress.params import ParamsError, flatten, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +47,8 @@ def test_shipped_params_parse_and_match_file():
         ("data.image_size", "big", "params.yaml: data.image_size: "),
         ("seed", -1, "params.yaml: seed: must be >= 0 (got -1)"),
         ("data.n_train", 1.5, "params.yaml: data.n_train: "),
-        ("model.preset", "sdxl", "params.yaml: model.preset: must be one of"),
+        ("model.preset", "sdxl", "params.yaml: model.preset: unknown preset 'sdxl' (known: shapes-pixart, "
+                                 "shapes-flux, pixart-sigma, flux-dev)"),
         ("data.colors", ["red"], "params.yaml: data: colors: need at least 2 distinct colours"),
     ],
 )
@@ -55,6 +58,21 @@ def test_bad_values_are_one_line_errors_naming_the_key(key, value, expected):
     message = str(info.value)
     assert message.startswith(expected)
     assert "\n" not in message
+
+
+def test_every_preset_and_only_those_is_a_model_preset():
+    assert [parse_params({"model": {"preset": name}}).model.preset for name in PRESETS] == list(PRESETS)
+    with pytest.raises(ParamsError, match=r"^params.yaml: model.preset: unknown preset 'Shapes-Pixart'"):
+        parse_params({"model": {"preset": "Shapes-Pixart"}})
+
+
+def test_generate_defaults_are_the_pixart_sigma_preset():
+    # the thesis's LAION-PixArt settings (tab. 4.3), held once, by the preset
+    pixart = PRESETS["pixart-sigma"]
+    assert {f: getattr(GenerateConfig(), f) for f in PRESET_FIELDS} == {
+        "num_images": 100_000, "height": 512, "width": 512, "num_inference_steps": 20, "guidance_scale": 3.5,
+        "max_sequence_length": 300, "torch_dtype": "bfloat16", "true_cfg_scale": 1.0}
+    assert all(getattr(GenerateConfig(), f) == getattr(pixart, attr) for f, attr in PRESET_FIELDS.items())
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -10,14 +10,15 @@ types and out-of-range values raise `ParamsError` with a single line such as
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ditcompress.data.config import CaptionConfig, GenerateConfig
 from ditcompress.errors import UserError
 from ditcompress.metrics.config import EvaluateConfig
+from ditcompress.models.presets import PRESETS
 from ditcompress.shapes.config import ShapesDataConfig
 from ditcompress.utils.config import Strict
 from ditcompress.zoo.config import PretrainConfig
@@ -30,7 +31,15 @@ class ParamsError(UserError):
 class ModelConfig(Strict):
     """Which teacher the pipeline compresses (see `ditcompress.models.presets`)."""
 
-    preset: Literal["shapes-pixart", "shapes-flux", "pixart-sigma", "flux-dev"] = "shapes-pixart"
+    preset: str = "shapes-pixart"
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        """A name of `PRESETS`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+        return name
 
 
 class TrackingConfig(Strict):

@@ -1,12 +1,21 @@
 """Evaluators by name, the evaluate config, and `evaluate` on a generator or an image folder."""
 
+import inspect
+
 import numpy as np
 import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from ditcompress.metrics import (EmbeddingCache, EvaluateConfig, ImageSet, MetricsError, build_evaluators, evaluate,
-                                 get_evaluator, image_set_from_folder)
+from ditcompress.metrics import (EVALUATORS, METRIC_NAMES, EmbeddingCache, EvaluateConfig, GenEvalRules, ImageSet,
+                                 MetricsError, build_evaluators, evaluate, get_evaluator, image_set_from_folder)
+from ditcompress.metrics.clip import ClipScoreEvaluator
+from ditcompress.metrics.cmmd import CMMDEvaluator, cmmd
+from ditcompress.metrics.config import (CLIP_SCORE_CLIP, CMMD_CLIP, CMMD_SCALE, CMMD_SIGMA, GENEVAL_METADATA,
+                                        GenEvalConfig)
+from ditcompress.metrics.frechet import ClipFDEvaluator, FIDEvaluator
+from ditcompress.metrics.geneval import GenEvalEvaluator
+from ditcompress.metrics.registry import evaluator_options
 
 PROMPTS = [f"prompt {i}" for i in range(4)]
 
@@ -29,6 +38,43 @@ def test_config_rejects_unknown_metric_and_keys():
     assert err.value.errors()[0]["loc"] == ("cmmd", "sigam")
     with pytest.raises(ValidationError, match="hps.checkpoint and hps.prompts_dir must be set"):
         EvaluateConfig(metrics=["hps"])
+
+
+def test_metric_names_are_the_registered_evaluators():
+    assert METRIC_NAMES == tuple(EVALUATORS) == ("cmmd", "clip_score", "fid", "clip_fd", "hps", "geneval", "dpg")
+    assert set(EvaluateConfig().metrics) <= set(METRIC_NAMES)
+
+
+def _default(fn, name):
+    """The default value of parameter `name` of `fn`."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def test_reference_models_and_files_are_defaults_everywhere():
+    # google-research cmmd: ViT-L/14 at 336 px, sigma 10, scale 1000; torchmetrics CLIPScore: ViT-L/14
+    assert CMMD_CLIP == "openai/clip-vit-large-patch14-336" and (CMMD_SIGMA, CMMD_SCALE) == (10.0, 1000.0)
+    assert CLIP_SCORE_CLIP == "openai/clip-vit-large-patch14"
+    for cls in (CMMDEvaluator, ClipFDEvaluator, FIDEvaluator):
+        assert _default(cls, "clip_path") == CMMD_CLIP
+    assert _default(ClipScoreEvaluator, "clip_path") == CLIP_SCORE_CLIP
+    assert (_default(cmmd, "sigma"), _default(cmmd, "scale")) == (_default(CMMDEvaluator, "sigma"),
+                                                                  _default(CMMDEvaluator, "scale")) == (10.0, 1000.0)
+    assert _default(GenEvalEvaluator, "metadata") == GenEvalConfig().metadata == GENEVAL_METADATA
+    assert _default(GenEvalEvaluator, "images_per_prompt") == GenEvalConfig().images_per_prompt == 4
+    assert GenEvalConfig().rules() == GenEvalRules() == GenEvalRules(0.3, 0.9, 16, 1.0, 0.1)
+
+
+def test_config_routes_the_cmmd_and_clip_score_models():
+    options = lambda cfg, name: evaluator_options(name, cfg)["clip_path"]  # noqa: E731
+    real = EvaluateConfig()  # the references: 336 px CLIP for CMMD / clip_fd, torchmetrics' for the CLIP score
+    assert [options(real, m) for m in ("cmmd", "clip_fd", "fid", "clip_score")] == [CMMD_CLIP] * 3 + [CLIP_SCORE_CLIP]
+    assert EvaluateConfig(clip_path=CMMD_CLIP).clip_score_path == CLIP_SCORE_CLIP
+    shapes = EvaluateConfig(clip_path="models/shapes/clip")  # one CLIP serves every metric
+    assert {options(shapes, m) for m in ("cmmd", "clip_fd", "fid", "clip_score")} == {"models/shapes/clip"}
+    other = "openai/clip-vit-base-patch32"
+    both = EvaluateConfig(clip_path="models/shapes/clip", clip_score_path=other)
+    assert (options(both, "cmmd"), options(both, "clip_score")) == ("models/shapes/clip", other)
+    assert EvaluateConfig.model_validate(both.model_dump()) == both
 
 
 def test_evaluate_with_a_generator_embeds_each_set_once(tiny_clip_dir, images):

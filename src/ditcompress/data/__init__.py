@@ -14,16 +14,13 @@ from ditcompress.utils.lazy import lazy_getattr
 _EXPORTS = {
     "CaptionConfig": "ditcompress.data.config",
     "GenerateConfig": "ditcompress.data.config",
-    "LAION_FLUX": "ditcompress.data.config",
-    "LAION_PIXART": "ditcompress.data.config",
     "read_captions": "ditcompress.data.caption",
     "regenerate": "ditcompress.data.generate",
     "run_caption": "ditcompress.data.caption",
     "run_generate": "ditcompress.data.generate",
 }
 
-__all__ = ["CaptionConfig", "GenerateConfig", "LAION_FLUX", "LAION_PIXART", "read_captions", "regenerate",
-           "run_caption", "run_generate"]
+__all__ = ["CaptionConfig", "GenerateConfig", "read_captions", "regenerate", "run_caption", "run_generate"]
 
 
 __getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

@@ -1,8 +1,8 @@
 """Params of the `caption` and `generate` stages (`caption:` / `generate:` in params.yaml).
 
-Defaults are the thesis's real settings: JoyCaption on LAION-aesthetic (4.3.1) and the
-LAION-PixArt generation settings of tab. 4.3; `LAION_FLUX` holds those of tab. 4.4. The shapes
-world overrides sizes in params.yaml.
+Caption defaults are the thesis's real settings (JoyCaption on LAION-aesthetic, 4.3.1). The
+teacher's inference settings live in its preset (`ditcompress.models.presets`, tab. 4.3/4.4):
+`for_preset` fills every one that the `generate:` section leaves unset.
 
 `batch_size` is deliberately left out of each stage's fingerprint (see `fingerprint`), so a
 run that ran out of memory can be resumed with a smaller batch.
@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ditcompress.models.presets import PRESETS
 from ditcompress.utils.config import Strict
 
 Dtype = Literal["bfloat16", "float16", "float32"]
@@ -42,37 +43,34 @@ class CaptionConfig(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)  # sampling seed, derived per batch
 
 
-class GenerateConfig(Strict):
-    """Teacher inference settings; defaults are LAION-PixArt (tab. 4.3)."""
-
-    num_images: int | None = Field(100_000, ge=1)  # None: one image per caption
-    height: int = Field(512, ge=8, le=4096, multiple_of=8)  # the pipelines' latent grid
-    width: int = Field(512, ge=8, le=4096, multiple_of=8)
-    # PixArt: classifier-free guidance scale; Flux-dev: the distilled guidance embedding
-    guidance_scale: float = Field(3.5, ge=0.0, le=50.0)
-    num_inference_steps: int = Field(20, ge=1, le=1000)
-    max_sequence_length: int = Field(300, ge=1, le=4096)
-    negative_prompt: str = ""  # PixArt's CFG; Flux's only when true_cfg_scale > 1
-    # Flux only: > 1 adds a negative-prompt branch (FluxPipeline's true CFG). FLUX.1-dev is
-    # guidance-distilled and samples at 1; the shapes Flux teacher is not, so its preset sets 3.5
-    true_cfg_scale: float = Field(1.0, ge=1.0, le=50.0)
-    torch_dtype: Dtype = "bfloat16"
-    # png is lossless, so students learn the teacher's exact outputs; jpg (quality 95) is ~8x smaller
-    image_format: Literal["png", "jpg"] = "png"
-    batch_size: int = Field(8, ge=1, le=4096)
-    shard_size: int = Field(256, ge=1, le=1_000_000)  # images per tar shard
-    seed: int = Field(0, ge=0, le=2**31 - 1)  # base of every per-image seed (`seed_for`)
-
-
-LAION_PIXART = GenerateConfig()
-LAION_FLUX = GenerateConfig(num_images=190_000, height=1024, width=1024, num_inference_steps=50,
-                            max_sequence_length=512)
-
 # GenerateConfig field -> Preset attribute: the teacher's own inference settings
 PRESET_FIELDS = {"num_images": "train_images", "height": "resolution", "width": "resolution",
                  "num_inference_steps": "num_inference_steps", "guidance_scale": "guidance_scale",
                  "max_sequence_length": "max_sequence_length", "torch_dtype": "torch_dtype",
                  "true_cfg_scale": "true_cfg_scale"}
+# what they hold before `for_preset` fills them: the real PixArt-Σ teacher's (tab. 4.3)
+_DEFAULTS = {f: getattr(PRESETS["pixart-sigma"], attr) for f, attr in PRESET_FIELDS.items()}
+
+
+class GenerateConfig(Strict):
+    """Teacher inference settings (filled from the teacher's preset by `for_preset`) and dataset layout."""
+
+    num_images: int | None = Field(_DEFAULTS["num_images"], ge=1)  # None: one image per caption
+    height: int = Field(_DEFAULTS["height"], ge=8, le=4096, multiple_of=8)  # the pipelines' latent grid
+    width: int = Field(_DEFAULTS["width"], ge=8, le=4096, multiple_of=8)
+    # PixArt: classifier-free guidance scale; Flux-dev: the distilled guidance embedding
+    guidance_scale: float = Field(_DEFAULTS["guidance_scale"], ge=0.0, le=50.0)
+    num_inference_steps: int = Field(_DEFAULTS["num_inference_steps"], ge=1, le=1000)
+    max_sequence_length: int = Field(_DEFAULTS["max_sequence_length"], ge=1, le=4096)
+    negative_prompt: str = ""  # PixArt's CFG; Flux's only when true_cfg_scale > 1
+    # Flux only: > 1 adds a negative-prompt branch (FluxPipeline's true CFG); see `Preset.true_cfg_scale`
+    true_cfg_scale: float = Field(_DEFAULTS["true_cfg_scale"], ge=1.0, le=50.0)
+    torch_dtype: Dtype = _DEFAULTS["torch_dtype"]
+    # png is lossless, so students learn the teacher's exact outputs; jpg (quality 95) is ~8x smaller
+    image_format: Literal["png", "jpg"] = "png"
+    batch_size: int = Field(8, ge=1, le=4096)
+    shard_size: int = Field(256, ge=1, le=1_000_000)  # images per tar shard
+    seed: int = Field(0, ge=0, le=2**31 - 1)  # base of every per-image seed (`seed_for`)
 
 
 def for_preset(cfg: GenerateConfig, preset) -> GenerateConfig:

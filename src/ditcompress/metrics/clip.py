@@ -22,6 +22,7 @@ import torch
 
 from ditcompress.metrics.base import Evaluator, MetricsError, as_image_list, check_count, resolve_device
 from ditcompress.metrics.cache import EmbeddingCache, default_cache
+from ditcompress.metrics.config import CLIP_SCORE_CLIP
 from ditcompress.metrics.images import centre_crop_resize
 
 
@@ -129,7 +130,7 @@ class ClipScoreEvaluator(Evaluator):
 
     name = "clip_score"
 
-    def __init__(self, clip_path: str = "openai/clip-vit-large-patch14", *, device: str = "auto",
+    def __init__(self, clip_path: str = CLIP_SCORE_CLIP, *, device: str = "auto",
                  batch_size: int = 32, cache: EmbeddingCache | None = None):
         self.clip_path, self.device, self.batch_size = clip_path, resolve_device(device), batch_size
         self.cache = cache if cache is not None else default_cache()

@@ -13,6 +13,7 @@ import torch
 
 from ditcompress.metrics.base import Evaluator, ImageSet, MetricsError, as_image_list, resolve_device
 from ditcompress.metrics.cache import EmbeddingCache, default_cache
+from ditcompress.metrics.config import CMMD_CLIP, CMMD_SCALE, CMMD_SIGMA
 
 _BLOCK = 4096  # rows per kernel block: N up to ~100k without materialising N x N
 
@@ -32,7 +33,7 @@ def _kernel_sum(x: torch.Tensor, y: torch.Tensor, gamma: float, drop_diagonal: b
     return total
 
 
-def cmmd(a, b, *, sigma: float = 10.0, scale: float = 1000.0, unbiased: bool = False,
+def cmmd(a, b, *, sigma: float = CMMD_SIGMA, scale: float = CMMD_SCALE, unbiased: bool = False,
          device: str | torch.device | None = None) -> float:
     """CMMD between two embedding sets `(N, D)` and `(M, D)` (float64, batched on `device`).
 
@@ -64,8 +65,8 @@ class CMMDEvaluator(Evaluator):
     name = "cmmd"
     needs_reference = True
 
-    def __init__(self, clip_path: str = "openai/clip-vit-large-patch14-336", *, sigma: float = 10.0,
-                 scale: float = 1000.0, unbiased: bool = False, device: str = "auto", batch_size: int = 32,
+    def __init__(self, clip_path: str = CMMD_CLIP, *, sigma: float = CMMD_SIGMA,
+                 scale: float = CMMD_SCALE, unbiased: bool = False, device: str = "auto", batch_size: int = 32,
                  cache: EmbeddingCache | None = None):
         self.clip_path, self.sigma, self.scale, self.unbiased = clip_path, sigma, scale, unbiased
         self.device, self.batch_size = resolve_device(device), batch_size

@@ -15,6 +15,7 @@ import torch
 
 from ditcompress.metrics.base import Evaluator, ImageSet, MetricsError, as_image_list, resolve_device
 from ditcompress.metrics.cache import EmbeddingCache, default_cache
+from ditcompress.metrics.config import CMMD_CLIP
 from ditcompress.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,7 +51,7 @@ class ClipFDEvaluator(Evaluator):
     name = "clip_fd"
     needs_reference = True
 
-    def __init__(self, clip_path: str = "openai/clip-vit-large-patch14-336", *, device: str = "auto",
+    def __init__(self, clip_path: str = CMMD_CLIP, *, device: str = "auto",
                  batch_size: int = 32, cache: EmbeddingCache | None = None):
         from ditcompress.metrics.cmmd import CMMDEvaluator
 
@@ -96,7 +97,7 @@ class FIDEvaluator(Evaluator):
     name = "fid"
     needs_reference = True
 
-    def __init__(self, inception_weights: str | None = None, *, clip_path: str = "openai/clip-vit-large-patch14-336",
+    def __init__(self, inception_weights: str | None = None, *, clip_path: str = CMMD_CLIP,
                  device: str = "auto", batch_size: int = 32, cache: EmbeddingCache | None = None):
         self.device, self.batch_size = resolve_device(device), batch_size
         self.cache = cache if cache is not None else default_cache()

@@ -19,13 +19,13 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ditcompress.metrics.base import Evaluator, MetricsError, as_image_list, check_count, resolve_device
 from ditcompress.metrics.cache import EmbeddingCache, default_cache
+from ditcompress.metrics.config import GENEVAL_IMAGES_PER_PROMPT, GENEVAL_METADATA, GenEvalRules
 from ditcompress.metrics.detection import Detection, Detector
 from ditcompress.metrics.position import relative_position
 
@@ -34,17 +34,6 @@ GENEVAL_COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", 
 
 # (image, detections of one class, class name) -> one colour name per detection
 ColorClassifier = Callable[[np.ndarray, list[Detection], str], list[str]]
-
-
-@dataclass(frozen=True)
-class GenEvalRules:
-    """The reference's options (`--options` of evaluate_images.py) with their defaults."""
-
-    threshold: float = 0.3
-    counting_threshold: float = 0.9
-    max_objects: int = 16
-    nms_threshold: float = 1.0
-    position_threshold: float = 0.1
 
 
 def compute_iou(box_a, box_b) -> float:
@@ -217,7 +206,7 @@ class GenEvalEvaluator(Evaluator):
     name = "geneval"
     benchmark = "geneval"
 
-    def __init__(self, metadata: str = "eval/geneval_metadata.jsonl", *, images_per_prompt: int = 4,
+    def __init__(self, metadata: str = GENEVAL_METADATA, *, images_per_prompt: int = GENEVAL_IMAGES_PER_PROMPT,
                  detector: str | Detector = "shapes", detector_path: str | None = None,
                  color_clip: str | None = None, rules: GenEvalRules = GenEvalRules(), device: str = "auto",
                  batch_size: int = 32, cache: EmbeddingCache | None = None):

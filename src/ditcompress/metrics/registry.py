@@ -20,19 +20,8 @@ from pathlib import Path
 
 from ditcompress.metrics.base import Evaluator, ImageSet, MetricsError, as_image_list, check_count, sub_id
 from ditcompress.metrics.cache import EmbeddingCache
-from ditcompress.metrics.config import EvaluateConfig
-from ditcompress.metrics.geneval import GenEvalRules
+from ditcompress.metrics.config import EVALUATORS, EvaluateConfig
 from ditcompress.metrics.images import folder_set_id, load_image_folder
-
-EVALUATORS = {
-    "cmmd": "ditcompress.metrics.cmmd:CMMDEvaluator",
-    "clip_score": "ditcompress.metrics.clip:ClipScoreEvaluator",
-    "fid": "ditcompress.metrics.frechet:FIDEvaluator",
-    "clip_fd": "ditcompress.metrics.frechet:ClipFDEvaluator",
-    "hps": "ditcompress.metrics.hps:HPSEvaluator",
-    "geneval": "ditcompress.metrics.geneval:GenEvalEvaluator",
-    "dpg": "ditcompress.metrics.dpg:DPGEvaluator",
-}
 
 
 def get_evaluator(name: str, **cfg) -> Evaluator:
@@ -54,15 +43,13 @@ def evaluator_options(name: str, cfg: EvaluateConfig) -> dict:
     g = cfg.geneval
     options = {
         "cmmd": lambda: {"clip_path": cfg.clip_path, **cfg.cmmd.model_dump()},
-        "clip_score": lambda: {"clip_path": cfg.clip_score_path or cfg.clip_path},
+        "clip_score": lambda: {"clip_path": cfg.clip_score_path},
         "fid": lambda: {"inception_weights": cfg.fid.inception_weights, "clip_path": cfg.clip_path},
         "clip_fd": lambda: {"clip_path": cfg.clip_path},
         "hps": lambda: cfg.hps.model_dump(),
         "geneval": lambda: {
             "metadata": g.metadata, "images_per_prompt": g.images_per_prompt, "detector": g.detector,
-            "detector_path": g.detector_path, "color_clip": g.color_clip,
-            "rules": GenEvalRules(g.threshold, g.counting_threshold, g.max_objects, g.nms_threshold,
-                                  g.position_threshold)},
+            "detector_path": g.detector_path, "color_clip": g.color_clip, "rules": g.rules()},
         "dpg": lambda: cfg.dpg.model_dump(),
     }
     return {**options[name](), **common}

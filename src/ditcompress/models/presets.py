@@ -1,7 +1,8 @@
 """Named teachers (`model.preset` in params.yaml): the shapes world or the real hub models.
 
 Switching the whole pipeline to a real model is one override:
-`dvc exp run -S model.preset=pixart-sigma`. Generation defaults follow thesis tab. 4.3/4.4.
+`dvc exp run -S model.preset=pixart-sigma`. A teacher's inference settings (thesis tab. 4.3/4.4)
+live only here: `data.config.for_preset` fills every `generate:` key that params.yaml leaves unset.
 """
 
 from __future__ import annotations
