@@ -1,10 +1,15 @@
 """Saving and reloading students: exact for every kind, strict on mismatch, safetensors only."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
+import ditcompress.compress
+import ditcompress.compress.student
+import ditcompress.models.loading
 from ditcompress.compress import MANIFEST, build_student, load_student, remove_blocks, save_student, svd_compress
 from ditcompress.models.loading import WeightsMismatchError
 
@@ -73,3 +78,16 @@ def test_stale_block_count_fails_loudly_where_diffusers_only_warns(adapter, mode
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(WeightsMismatchError, match="missing"):
         adapter.load_transformer(tmp_path)
+
+
+@pytest.mark.parametrize("first", ["ditcompress.models.loading", "ditcompress.compress.student",
+                                   "ditcompress.compress", "ditcompress.models.pixart"])
+def test_student_code_has_one_home_and_imports_in_any_order(first):
+    names = ["MANIFEST", "build_student", "load_student", "save_student"]
+    for module in (ditcompress.compress, ditcompress.compress.student):
+        assert all(getattr(module, n) is getattr(ditcompress.models.loading, n) for n in names)
+    assert MANIFEST == "compression.json"
+    # a fresh interpreter, entering the package from one side only
+    code = f"import {first}; from ditcompress.compress import load_student; import ditcompress.models.loading"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr.strip().splitlines()[-1:]
