@@ -57,7 +57,7 @@ def _config_class(annotation):
 def leaf_keys(key: str) -> set[str]:
     """The dotted leaf keys under `key` (itself for a leaf), from the config classes of `Params`."""
     model = Params
-    for depth, part in enumerate(key.split(".")):
+    for part in key.split("."):
         assert model is not None and part in model.model_fields, f"{key}: not a key of Params"
         model = _config_class(model.model_fields[part].annotation)
     if model is None:
