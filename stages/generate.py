@@ -18,9 +18,9 @@ CAPTIONS, OUT = Path("data/captions"), Path("data/teacher")
 def main(params, run):
     from ditcompress.data.config import for_preset
     from ditcompress.data.generate import run_generate
-    from ditcompress.models.presets import get_preset
+    from ditcompress.models.presets import teacher_preset
 
-    preset = get_preset(params.model.preset)
+    preset = teacher_preset(params.model)
     cfg = for_preset(params.generate, preset)
     return run_generate(cfg, CAPTIONS, preset.pretrained, preset.family, OUT, run, restart_if_changed=True)
 

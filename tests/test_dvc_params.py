@@ -34,12 +34,12 @@ READS = {
     "pretrain": ["seed", "pretrain"],
     # run_caption(params.caption, params.caption.source, ...)
     "caption": ["caption"],
-    # for_preset(params.generate, get_preset(params.model.preset)): every GenerateConfig key,
+    # for_preset(params.generate, teacher_preset(params.model)): every GenerateConfig key,
     # set in params.yaml or filled from the preset
-    "generate": ["model.preset", "generate"],
+    "generate": ["model", "generate"],
     # run_evaluate(params): the preset; ShapesDetector(params.data) takes data.shapes only (it
     # names colours from its own palette); the renderer's for_preset(params.generate); evaluate.*
-    "evaluate": ["model.preset", "data.shapes", "evaluate",
+    "evaluate": ["model", "data.shapes", "evaluate",
                  *(f"generate.{k}" for k in GenerateConfig.model_fields if k not in _GENERATE_DATASET_ONLY)],
 }
 # Not in READS although run_stage reads them for every stage: `tracking.experiment` only names

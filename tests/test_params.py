@@ -97,3 +97,13 @@ def test_stage_exits_nonzero_with_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {bad}: data.image_size: must be >= 24 (got 4)"]
+
+
+def test_model_pretrained_replaces_only_the_presets_weights():
+    from ditcompress.models.presets import get_preset, teacher_preset
+
+    preset = get_preset("pixart-sigma")
+    assert teacher_preset(parse_params({"model": {"preset": "pixart-sigma"}}).model) == preset
+    local = teacher_preset(parse_params({"model": {"preset": "pixart-sigma", "pretrained": "/w/pixart"}}).model)
+    assert local.pretrained == "/w/pixart"
+    assert (local.family, local.resolution, local.max_sequence_length) == (preset.family, 512, 300)

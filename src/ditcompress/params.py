@@ -32,6 +32,9 @@ class ModelConfig(Strict):
     """Which teacher the pipeline compresses (see `ditcompress.models.presets`)."""
 
     preset: str = "shapes-pixart"
+    # the teacher's weights in place of the preset's: a hub id or a local pipeline directory (the
+    # preset still fixes the family and the sampler settings)
+    pretrained: str | None = Field(None, min_length=1)
 
     @field_validator("preset")
     @classmethod

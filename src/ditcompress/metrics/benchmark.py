@@ -35,7 +35,7 @@ from ditcompress.data.shards import atomic_write, seed_for
 from ditcompress.errors import UserError
 from ditcompress.metrics.base import ImageSet, MetricsError, resolve_device
 from ditcompress.metrics.registry import build_evaluators, evaluate
-from ditcompress.models.presets import get_preset
+from ditcompress.models.presets import teacher_preset
 from ditcompress.sampling import Renderer, image_seeds
 from ditcompress.utils.digest import model_digest
 from ditcompress.utils.logging import get_logger, progress
@@ -170,7 +170,7 @@ def run_evaluate(params, out_dir: str | Path = "data/eval", tracker=None,
     from ditcompress.utils.grid import sample_grid
 
     cfg, out_dir = params.evaluate, Path(out_dir)
-    preset = get_preset(params.model.preset)
+    preset = teacher_preset(params.model)
     gen = for_preset(params.generate, preset)
     device = resolve_device(cfg.device)
     overrides = {}

@@ -40,6 +40,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def teacher_preset(model) -> Preset:
+    """The preset of the `model:` section, with `model.pretrained` in place of its weights when set."""
+    from dataclasses import replace
+
+    preset = get_preset(model.preset)
+    return preset if model.pretrained is None else replace(preset, pretrained=model.pretrained)
+
+
 def get_preset(name: str) -> Preset:
     """The preset called `name`; a one-line error lists the known ones."""
     if name not in PRESETS:
