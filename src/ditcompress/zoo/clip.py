@@ -71,14 +71,16 @@ def _embed(clip: CLIPModel, pixels: torch.Tensor, ids: torch.Tensor, mask: torch
 
 
 def train_clip(clip: CLIPModel, processor: CLIPProcessor, images: np.ndarray, captions: list[str],
-               cfg: ClipConfig, seed: int, tracker=None) -> dict:
-    """Contrastive training with same-caption positives; returns timing and the final loss."""
-    pixels = clip_pixels(images)
+               cfg: ClipConfig, seed: int, tracker=None, device: str | torch.device = "cpu") -> dict:
+    """Contrastive training with same-caption positives on `device` (the model ends on the CPU);
+    returns timing and the final loss."""
+    clip.to(device)
+    pixels = clip_pixels(images).to(device)
     unique = sorted(set(captions))
     index = {c: i for i, c in enumerate(unique)}
-    cap_id = torch.tensor([index[c] for c in captions])
+    cap_id = torch.tensor([index[c] for c in captions], device=device)
     tok = processor.tokenizer(unique, padding="max_length", max_length=cfg.max_length, truncation=True,
-                              return_tensors="pt")
+                              return_tensors="pt").to(device)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=0.1)
     sched = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
@@ -99,7 +101,7 @@ def train_clip(clip: CLIPModel, processor: CLIPProcessor, images: np.ndarray, ca
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if tracker is not None and (step % 50 == 0 or step == cfg.steps - 1):
             tracker.log_metrics({"clip/loss": running}, step=step)
-    clip.eval()
+    clip.cpu().eval()
     log.info("clip: %d steps in %.0f s (%.2f steps/s), loss %.3f", cfg.steps, clock.seconds,
              clock.rate(cfg.steps), running)
     return {"loss": running, "seconds": clock.seconds, "steps_per_s": clock.rate(cfg.steps)}

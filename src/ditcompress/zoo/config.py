@@ -159,6 +159,9 @@ class PretrainConfig(Strict):
     # threads (results depend on that number, not on the schedule); two workers with one thread
     # each train ~1.7x faster than one with two on a 2-core CPU (zoo/jobs.py)
     workers: int = Field(2, ge=1, le=64)
+    # where the components train and the sample grids render: "auto" = a GPU when there is one.
+    # A GPU gives other weights than a CPU (other arithmetic), as another CPU does
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     text: TextEncoderConfig = TextEncoderConfig()
     vae: VaeConfig = VaeConfig()
     clip: ClipConfig = ClipConfig()

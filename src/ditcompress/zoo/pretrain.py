@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ditcompress.metrics.base import resolve_device
 from ditcompress.models.registry import get_adapter
 from ditcompress.sampling import Renderer, image_seeds, preset_settings
 from ditcompress.shapes.dataset import load_split, read_geneval_metadata
 from ditcompress.shapes.prompts import GENEVAL_TAGS
 from ditcompress.shapes.truth import scene_satisfies
 from ditcompress.utils.grid import sample_grid
-from ditcompress.utils.logging import get_logger
+from ditcompress.utils.logging import StepBars, get_logger
 from ditcompress.zoo import clip as clip_lib
 from ditcompress.zoo.common import images_to_tensor, tensor_to_images
 from ditcompress.zoo.config import PretrainConfig
@@ -56,7 +57,7 @@ def _vae_job(cfg: PretrainConfig, family: str, images: np.ndarray, seed: int, *,
     name = f"vae_{family}"
     pixels = images_to_tensor(images)
     vae = build_vae(cfg.vae, LATENT_CHANNELS[family], pixels.shape[-1], stream_seed(seed, name))
-    stats = train_vae(vae, pixels, cfg.vae, stream_seed(seed, name), tracker, name)
+    stats = train_vae(vae, pixels, cfg.vae, stream_seed(seed, name), tracker, name, device=resolve_device(cfg.device))
     return weights_to_bytes(vae), stats
 
 
@@ -83,7 +84,8 @@ def _clip_job(cfg: PretrainConfig, tokenizer, images: np.ndarray, captions: list
     """Job: build and train CLIP; returns (weights, figures)."""
     model = clip_lib.build_clip(cfg.clip, tokenizer, images.shape[1], stream_seed(seed, "clip"))
     processor = clip_lib.build_clip_processor(tokenizer, images.shape[1])
-    stats = clip_lib.train_clip(model, processor, images, captions, cfg.clip, stream_seed(seed, "clip"), tracker)
+    stats = clip_lib.train_clip(model, processor, images, captions, cfg.clip, stream_seed(seed, "clip"), tracker,
+                                device=resolve_device(cfg.device))
     return weights_to_bytes(model), stats
 
 
@@ -138,8 +140,9 @@ def train_family_teacher(family: str, cfg: PretrainConfig, data: TeacherData, sc
 
 def _teacher_job(family: str, cfg: PretrainConfig, data: TeacherData, scheduler_config: dict, seed: int, *,
                  tracker=None):
-    """Job: `train_family_teacher`, with the weights as bytes for the parent process."""
-    ema, stats = train_family_teacher(family, cfg, data, scheduler_config, seed, tracker=tracker)
+    """Job: `train_family_teacher` on the configured device, with the weights as bytes for the parent process."""
+    ema, stats = train_family_teacher(family, cfg, data, scheduler_config, seed, tracker=tracker,
+                                      device=resolve_device(cfg.device))
     return weights_to_bytes(ema), stats
 
 
@@ -178,8 +181,11 @@ def run_pretrain(cfg: PretrainConfig, data_dir: Path, out_dir: Path, seed: int, 
 
     metrics: dict = {}
     pipelines, teachers = {}, {}
+    bars = StepBars({"vae_pixart": cfg.vae.steps, "vae_flux": cfg.vae.steps, "clip": cfg.clip.steps,
+                     "pixart": cfg.pixart.steps, "flux": cfg.flux.steps}, tracker)
+    log.info("pretrain: training the zoo on %s, %d components at a time", resolve_device(cfg.device), cfg.workers)
     # the order matters only for the wall time: each teacher starts as soon as what it needs is done
-    with JobPool(cfg.workers, cfg.threads, tracker) as pool:
+    with JobPool(cfg.workers, cfg.threads, bars) as pool:
         vae_jobs = {f: pool.submit(_vae_job, cfg, f, train.images, seed) for f in ("pixart", "flux")}
         vae_px, latents_px, metrics["vae_pixart"] = _finish_vae(cfg, "pixart", *pool.result(vae_jobs["pixart"]),
                                                                 pixels, truth_pixels, seed)
@@ -210,6 +216,7 @@ def run_pretrain(cfg: PretrainConfig, data_dir: Path, out_dir: Path, seed: int, 
             grid.save(out_dir / "samples" / f"{family}.png")
             if tracker is not None:
                 tracker.log_image(grid, f"samples_{family}.png")
+    bars.close()
     metrics["seconds_total"] = time.perf_counter() - start
     log.info("pretrain: zoo written to %s in %.1f min", out_dir, metrics["seconds_total"] / 60)
     return metrics

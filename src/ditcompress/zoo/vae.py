@@ -60,9 +60,14 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, generator: t
 
 
 def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, cfg: VaeConfig, seed: int,
-              tracker=None, name: str = "vae") -> dict:
-    """Train on `pixels` `(N, 3, H, W)` in [-1, 1]; returns timing and the final L1."""
+              tracker=None, name: str = "vae", device: str | torch.device = "cpu") -> dict:
+    """Train on `pixels` `(N, 3, H, W)` in [-1, 1] on `device`; returns timing and the final L1.
+
+    The VAE ends on the CPU. Batches and posterior noise come from one seeded CPU generator on any device.
+    """
     g = torch.Generator().manual_seed(seed)
+    vae.to(device)
+    pixels = pixels.to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = warmup_cosine(opt, warmup=min(50, cfg.steps // 10), total=cfg.steps)
     vae.train()
@@ -77,7 +82,7 @@ def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, cfg: VaeConfig, seed: in
         running = l1.item() if running is None else 0.98 * running + 0.02 * l1.item()
         if tracker is not None and (step % 50 == 0 or step == cfg.steps - 1):
             tracker.log_metrics({f"{name}/l1": running}, step=step)
-    vae.eval()
+    vae.cpu().eval()
     log.info("%s: %d steps in %.0f s (%.2f steps/s), L1 %.4f", name, cfg.steps, clock.seconds,
              clock.rate(cfg.steps), running)
     return {"l1": running, "seconds": clock.seconds, "steps_per_s": clock.rate(cfg.steps)}
