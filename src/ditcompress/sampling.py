@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from ditcompress.data.config import GenerateConfig, for_preset
-from ditcompress.data.shards import seed_for
 from ditcompress.models.base import Conditioning
 from ditcompress.models.presets import get_preset
 from ditcompress.models.registry import get_adapter
+from ditcompress.utils.seeds import seed_for
 
 
 def preset_settings(preset: str, **overrides) -> GenerateConfig:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from ditcompress.errors import UserError
+from ditcompress.utils.seeds import seed_for  # noqa: F401 (part of this module's API)
 from ditcompress.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -54,12 +55,6 @@ def check_id(item_id: object) -> str | None:
         # webdataset splits a member name into key and extension at the first dot of its basename
         return "id has a '.' in its last component"
     return None
-
-
-def seed_for(seed: int, key: str) -> int:
-    """A 63-bit seed that depends only on (seed, key): stable across batches, shards and processes."""
-    digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def digest_lines(lines: Iterable[str]) -> str:
