@@ -6,7 +6,7 @@
 
 Three variants of one model: the dense teacher; the student whose attention and MLP linears in
 every block are factorised at `--ratio` with ranks from eq 4.9 as is; and the same student with
-ranks rounded down to multiples of `--multiple` (`target_rank(..., multiple)`). Issue 3: on an
+ranks rounded down to multiples of `--multiple` where eq 4.9's rank is at least that (`target_rank(..., multiple)`). Issue 3: on an
 H100 in eager mode, PixArt-Σ with every block at 50% ran at 0.87x the teacher's speed with eq-4.9
 ranks (288 and 460: unaligned for tensor cores) and at 1.18x with ranks rounded down to 64.
 

@@ -4,4 +4,4 @@ from ditcompress.errors import UserError
 
 
 class CompressionError(UserError):
-    """A compression request that cannot be carried out (unknown block, bad ratio, rank too large...)."""
+    """A compression request that cannot be carried out (unknown block, bad ratio or rank multiple...)."""

@@ -88,7 +88,7 @@ def grasp_scores(transformer: nn.Module, objective: Objective, calibration: Iter
         for p, flag in trainable:
             p.requires_grad_(flag)
     if seen == 0:
-        raise ValueError("grasp_scores: the calibration set is empty")
+        raise CompressionError("grasp_scores: the calibration set is empty")
     return {k: (v / seen).abs().float() for k, v in scores.items()}  # rank by magnitude (4.4.4)
 
 

@@ -92,8 +92,3 @@ def _dtype(layer: nn.Module) -> torch.dtype:
 def _device(layer: nn.Module) -> torch.device:
     """Parameter device of a dense or low-rank layer."""
     return next(layer.parameters()).device
-
-
-def max_rank(layer: nn.Module) -> int:
-    """The largest rank the layer can be factorised at: min(n, m) dense, its rank k if low-rank."""
-    return layer.rank if isinstance(layer, LowRankLinear) else min(layer.weight.shape)

@@ -34,6 +34,8 @@ CMMD_SCALE = 1000.0  # the reference reports 1000 x MMD^2
 CLIP_SCORE_CLIP = "openai/clip-vit-large-patch14"
 GENEVAL_METADATA = "data/shapes/eval/geneval_metadata.jsonl"  # written by the shapes_data stage
 GENEVAL_IMAGES_PER_PROMPT = 4  # the GenEval reference's
+DPG_QUESTIONS = "data/shapes/eval/dpg_questions.csv"  # written by the shapes_data stage
+HPS_ARCH = "ViT-H-14"  # open_clip architecture of the HPSv2 checkpoints
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class HPSConfig(Strict):
 
     checkpoint: str | None = None  # e.g. HPS_v2.1_compressed.pt from hub repo xswu/HPSv2
     prompts_dir: str | None = None  # holds anime.json, concept-art.json, paintings.json, photo.json
-    model: str = "ViT-H-14"
+    model: str = HPS_ARCH
     version: Literal["v2", "v2.1"] = "v2.1"
     max_prompts_per_style: int | None = Field(None, ge=1)  # a quick subset; None = all 800
 
@@ -99,7 +101,7 @@ class GenEvalConfig(Strict):
 class DPGConfig(Strict):
     """DPG-Bench questions and VQA backend ("shapes" or a transformers VQA model path)."""
 
-    questions: str = "data/shapes/eval/dpg_questions.csv"
+    questions: str = DPG_QUESTIONS
     images_per_prompt: int = Field(1, ge=1)
     vqa: str = "shapes"
 

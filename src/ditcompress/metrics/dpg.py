@@ -26,6 +26,7 @@ import numpy as np
 
 from ditcompress.metrics.base import Evaluator, MetricsError, as_image_list, check_count, resolve_device
 from ditcompress.metrics.cache import EmbeddingCache, default_cache
+from ditcompress.metrics.config import DPG_QUESTIONS
 
 DPG_COLUMNS = ("item_id", "text", "keywords", "proposition_id", "dependency", "category_broad",
                "category_detailed", "tuple", "question_natural_language")
@@ -147,7 +148,7 @@ class DPGEvaluator(Evaluator):
     name = "dpg"
     benchmark = "dpg"
 
-    def __init__(self, questions: str = "eval/dpg_questions.csv", *, images_per_prompt: int = 1,
+    def __init__(self, questions: str = DPG_QUESTIONS, *, images_per_prompt: int = 1,
                  vqa="shapes", device: str = "auto", batch_size: int = 32, cache: EmbeddingCache | None = None):
         self.prompts = load_dpg_questions(questions)
         self._by_id = {p.item_id: p for p in self.prompts}

@@ -23,6 +23,7 @@ import torch
 
 from ditcompress.metrics.base import Evaluator, MetricsError, as_image_list, check_count, resolve_device
 from ditcompress.metrics.cache import EmbeddingCache, default_cache
+from ditcompress.metrics.config import HPS_ARCH
 
 HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
 HPS_CHUNK = 80
@@ -93,7 +94,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 class HPSModel:
     """open_clip model with HPS weights; `score(images, prompts)` = 100 * cos per pair."""
 
-    def __init__(self, checkpoint: str | Path, arch: str = "ViT-H-14", device: str | torch.device = "auto"):
+    def __init__(self, checkpoint: str | Path, arch: str = HPS_ARCH, device: str | torch.device = "auto"):
         import open_clip
 
         if not Path(checkpoint).is_file():
@@ -136,7 +137,7 @@ class HPSEvaluator(Evaluator):
     name = "hps"
     benchmark = "hps"
 
-    def __init__(self, checkpoint: str | None = None, prompts_dir: str | None = None, *, model: str = "ViT-H-14",
+    def __init__(self, checkpoint: str | None = None, prompts_dir: str | None = None, *, model: str = HPS_ARCH,
                  version: str = "v2.1", max_prompts_per_style: int | None = None, device: str = "auto",
                  batch_size: int = 32, cache: EmbeddingCache | None = None):
         if checkpoint is None or prompts_dir is None:
