@@ -79,6 +79,7 @@ def test_training_separates_matching_pairs(tiny_cfg, shapes_dir):
     images, captions = split.images[:n], split.captions[:n]
     mismatched = np.array([[a != b for b in captions] for a in captions])
     before = caption_ranking_accuracy(model, processor, images, captions, mismatched)
-    train_clip(model, processor, split.images, split.captions, tiny_cfg.clip.model_copy(update={"steps": 60}), seed=0)
+    # 150 steps: training seeds 0-5 gain 0.23-0.37 (60 steps gained 0.02-0.25, too close to the bound)
+    train_clip(model, processor, split.images, split.captions, tiny_cfg.clip.model_copy(update={"steps": 150}), seed=0)
     after = caption_ranking_accuracy(model, processor, images, captions, mismatched)
     assert after > before + 0.1

@@ -1,6 +1,7 @@
 """Word-level tokenizers and the frozen T5: round trips through the stock loaders, and word order matters."""
 
 import torch
+from scipy.optimize import linear_sum_assignment
 from transformers import AutoTokenizer, CLIPTokenizer, T5EncoderModel, T5Tokenizer
 
 from ditcompress.zoo.config import TextEncoderConfig
@@ -43,10 +44,14 @@ def _encode(model, tok, prompt):
     return model(batch.input_ids, attention_mask=batch.attention_mask)[0][0]  # (L, D)
 
 
-def _as_set(x):
-    """Token embeddings as an order-free set: rows sorted lexicographically by rounded value."""
-    rows = sorted(map(tuple, x.round(decimals=4).tolist()))
-    return torch.tensor(rows)
+def _matched_distance(x, y) -> float:
+    """Order-free distance of two sets of token embeddings: the largest row distance of the best pairing.
+
+    (Rounding and sorting rows instead breaks where float noise crosses a rounding boundary.)
+    """
+    cost = torch.cdist(x, y).numpy()
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].max())
 
 
 def test_neighbour_bias_makes_binding_visible():
@@ -55,9 +60,10 @@ def test_neighbour_bias_makes_binding_visible():
     a, b = "a photo of a red circle and a blue square", "a photo of a blue circle and a red square"
     blind = build_t5_encoder(CFG.model_copy(update={"neighbour_bias": 0.0}), len(tok), seed=0)
     with torch.no_grad():
-        torch.testing.assert_close(_as_set(_encode(blind, tok, a)), _as_set(_encode(blind, tok, b)))
+        assert _matched_distance(_encode(blind, tok, a), _encode(blind, tok, b)) < 1e-5
         model = build_t5_encoder(CFG, len(tok), seed=0)
-        assert (_as_set(_encode(model, tok, a)) - _as_set(_encode(model, tok, b))).abs().max() > 0.1
+        # some token of one prompt has no counterpart within 0.1 in the other (a bound on any pairing)
+        assert torch.cdist(_encode(model, tok, a), _encode(model, tok, b)).min(dim=1).values.max() > 0.1
 
 
 def test_t5_is_frozen_seeded_and_reloads_exactly(tmp_path):
