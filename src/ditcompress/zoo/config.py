@@ -1,7 +1,8 @@
 """Params of the pretrain stage (`pretrain:` in params.yaml): sizes and step budgets of the tiny zoo.
 
 The step counts are the time budget: on a 2-core CPU the defaults train the whole zoo (two
-VAEs, CLIP, the PixArt and the Flux teacher, two at a time) in about 61 minutes (README, "Status").
+VAEs, CLIP, the PixArt and the Flux teacher, two at a time) in about 61 minutes
+(docs/shapes_world.md).
 """
 
 from __future__ import annotations
@@ -34,32 +35,22 @@ class VaeConfig(Strict):
     """A small `AutoencoderKL`; each entry of `channels` after the first halves the resolution.
 
     Three entries: 4x down-sampling, so 32 px images become 8x8 latents and a teacher sees 16
-    tokens. Measured on the 96 GenEval eval prompts (bench/shapes_world_figures.py): the round
-    trip of the ground truth through either family's 2400-step VAE scores 1.000 (the 1200-step
-    PixArt VAE of earlier zoos: 0.979, 0.927 before the detector judged outlines in pixels, 0.885
-    with squares instead of bars). A 2x VAE's 64 tokens make a teacher step about
-    four times dearer, and its 8-layer PixArt (width 96, batch 48, 800 steps, ~5 min) still drew
-    blobs (GenEval 0.01-0.02), so the ceiling is not what limits the teachers on this budget.
-    Fine-tuning the decoder on noisy latents (encoder frozen) did not rescue a teacher's samples
-    either (0.115 -> 0.104): they are far from the data, not near it.
+    tokens; the round trip of the ground truth scores GenEval 1.000, so the VAE does not limit the
+    teachers. A 2x VAE made teacher steps ~4x dearer for no gain (docs/shapes_world_experiments.md).
     """
 
     channels: tuple[int, ...] = Field((16, 32, 64), min_length=2, max_length=4)
     layers_per_block: int = Field(1, ge=1, le=4)
     norm_groups: int = Field(8, ge=1, le=64)
     mid_attention: bool = False  # the real VAEs' mid-block attention; ~2x slower here, no gain on shapes
-    # 2400 steps (~11 min, the two VAEs side by side): at 1200 the outcome depended on the
-    # trajectory. Seven 1200-step VAEs (both families, lr 1e-3..3e-3) ended at L1 0.022-0.038, and
-    # the worst, a Flux one, lost colours in its round trip (GenEval 0.82, colour binding 0.44). The
-    # 2400-step Flux VAE reached L1 0.017 and a round trip of 1.00
+    # 2400 steps (~11 min): at 1200 some VAEs lost colours in their round trip (experiment log)
     steps: int = Field(2400, ge=1, le=1_000_000)
     batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(3e-3, gt=0.0, le=1.0)
-    # LDM's weight. 1e-4 and 1e-3 reconstruct as well (Flux VAE round trip 1.000) and spread the
-    # latent's variance over more directions, but their Flux teachers scored no better (docs)
+    # LDM's weight; larger ones reconstruct as well but gave no better Flux teacher (experiment log)
     kl_weight: float = Field(1e-6, ge=0.0, le=1.0)
-    # weight of the 2x scale-equivariance loss (vae.vae_loss), both families' VAEs; 0 = off (the
-    # default). 1 halved the Flux latent's excess of high frequencies (docs, "Diffusability")
+    # weight of the 2x scale-equivariance loss (vae.vae_loss); 0 = off. It smooths the latent but
+    # moved the Flux teacher within noise (experiment log, "Diffusability")
     scale_equivariance: float = Field(0.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
@@ -111,8 +102,8 @@ class TeacherTrainConfig(Strict):
 class PixArtTeacherConfig(TeacherTrainConfig):
     """A `PixArtTransformer2DModel` teacher (DDPM objective)."""
 
-    # 16000 steps (~49 min of one core), the longest job of the stage: at 4 sampling seeds GenEval
-    # 0.607 after 8000 steps, 0.872 after 16000 (two objects 0.469 -> 0.859, position 0.375 -> 1.0)
+    # 16000 steps (~49 min of one core, the stage's longest job): 8000 left two objects and
+    # position far below the 0.80 target (docs/shapes_world.md)
     steps: int = Field(16000, ge=1, le=10_000_000)
     layers: int = Field(8, ge=1, le=64)
     heads: int = Field(4, ge=1, le=64)
@@ -122,18 +113,16 @@ class PixArtTeacherConfig(TeacherTrainConfig):
     # PixArt-Σ trains on DDPM's linear betas; on latents this small those leave almost no signal
     # for the last ~40% of the steps, so the cosine schedule (improved DDPM) is the default here
     beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
-    # how training draws timesteps: DDPM's uniform, or SD3's logit-normal (more of the middle)
-    # logit-normal doubled GenEval of the default teacher (0.167 -> 0.302, same steps): the middle
-    # noise levels, where the objects take shape, are where the tiny teacher is weakest
+    # how training draws timesteps: DDPM's uniform, or SD3's logit-normal (more of the middle
+    # noise levels, where objects take shape and the tiny teacher is weakest; experiment log)
     timestep_sampling: Literal["uniform", "logit_normal"] = "logit_normal"
 
 
 class FluxTeacherConfig(TeacherTrainConfig):
     """A `FluxTransformer2DModel` teacher (rectified flow, guidance embedding)."""
 
-    # 12000 steps (~44 min of one core): CLIP and then this teacher train on the second core while
-    # the PixArt teacher trains on the first, and 12000 is what fits there without lengthening the
-    # stage. At 4 sampling seeds GenEval 0.362 after 8000 steps, 0.451 after 12000, 0.461 after 16000
+    # 12000 steps (~44 min of one core): what fits on the second core beside the PixArt teacher
+    # without lengthening the stage; 16000 gained 0.01 (docs/shapes_world.md)
     steps: int = Field(12000, ge=1, le=10_000_000)
     double_layers: int = Field(2, ge=1, le=64)
     single_layers: int = Field(4, ge=0, le=128)
