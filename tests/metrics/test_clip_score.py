@@ -78,3 +78,24 @@ def test_long_prompts_keep_their_end_token(tiny_clip_dir):
         out = clip.model.get_text_features(**tok)
     f = (out if isinstance(out, torch.Tensor) else out.pooler_output)[0].numpy()
     assert np.allclose(clip.embed_texts([long])[0], f / np.linalg.norm(f), atol=1e-5)
+
+
+def test_load_clip_tells_models_at_the_same_relative_path_apart(tiny_clip_dir, tmp_path, monkeypatch):
+    """The shared loader keys a local model by what it is, not by how its path is spelt."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ditcompress.metrics.clip import load_clip
+
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        shutil.copytree(tiny_clip_dir, tmp_path / name / "clip")
+        (weights,) = (tmp_path / name / "clip").glob("*.safetensors")
+        save_file({k: v * scale for k, v in load_file(weights).items()}, weights)
+    embeds = {}
+    for name in ("a", "b"):
+        monkeypatch.chdir(tmp_path / name)
+        embeds[name] = load_clip("clip", "cpu").embed_texts(["a red circle"])
+    assert not np.allclose(embeds["a"], embeds["b"])
+    monkeypatch.chdir(tmp_path / "a")
+    np.testing.assert_array_equal(load_clip("clip", "cpu").embed_texts(["a red circle"]), embeds["a"])

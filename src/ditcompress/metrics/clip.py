@@ -106,14 +106,19 @@ class HFClip:
 
 
 @lru_cache(maxsize=4)
-def _load_clip(path: str, device: str) -> HFClip:
-    """Memoised constructor (hashable arguments only)."""
+def _load_clip(stamp: str, path: str, device: str) -> HFClip:
+    """Memoised constructor, keyed by the model's identity (`stamp`), not by how `path` is spelt."""
     return HFClip(path, device)
 
 
 def load_clip(path: str | Path, device: str | torch.device = "auto") -> HFClip:
-    """A shared `HFClip` per (path, device): CMMD, CLIP score and colour use one loaded model."""
-    return _load_clip(str(path), str(resolve_device(device)))
+    """A shared `HFClip` per (model, device): CMMD, CLIP score and colour use one loaded model.
+
+    A local directory is keyed by its resolved path and weights' mtimes: a relative path such as
+    `models/shapes/clip` names another model after a chdir or a retrain in the same process.
+    """
+    local = Path(path).is_dir()
+    return _load_clip(_stamp(str(path)), str(Path(path).resolve()) if local else str(path), str(resolve_device(device)))
 
 
 def clip_score(image_embeds, text_embeds) -> float:
