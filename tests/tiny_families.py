@@ -2,10 +2,11 @@
 and matching seeded inputs. Each of those folders' conftest.py imports them, so they live here once."""
 
 import pytest
-import torch
 
 from ditcompress.models import get_adapter
 from ditcompress.models.tiny import tiny_inputs, tiny_transformer
+
+from .threads import torch_threads
 
 PRESET = {"pixart": "pixart-sigma", "flux": "flux-dev"}
 
@@ -13,10 +14,8 @@ PRESET = {"pixart": "pixart-sigma", "flux": "flux-dev"}
 @pytest.fixture(autouse=True)
 def single_thread():
     """One intra-op thread: tiny matmuls/SVDs spin-wait badly on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(params=["pixart", "flux"])

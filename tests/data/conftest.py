@@ -8,6 +8,8 @@ import torch
 
 from ditcompress.models.tiny import tiny_transformer
 
+from ..threads import torch_threads
+
 WORDS = ("a photo of an the red green blue yellow circle square triangle two three left right above below "
          "and describe this image write caption user assistant system").split()
 PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a red circle", "three yellow circles",
@@ -150,10 +152,8 @@ def shapes_split(tmp_path):
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread, like the worker processes (CPU sums can depend on the thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 class RecordingTracker:

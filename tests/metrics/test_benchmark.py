@@ -18,34 +18,25 @@ from ditcompress.params import parse_params
 from ditcompress.shapes.dataset import build_dataset
 from ditcompress.utils.digest import model_digest
 
-DATA = {"image_size": 32, "n_train": 48, "n_reference": 6, "prompts_per_task": 1, "dpg_prompts": 2}
-TINY_ZOO = {
-    "threads": 1,
-    "text": {"width": 16, "heads": 2, "layers": 1},
-    "vae": {"channels": [8, 8], "norm_groups": 4, "steps": 2, "batch_size": 8},
-    "clip": {"width": 16, "heads": 2, "layers": 1, "projection_dim": 16, "steps": 2, "batch_size": 16,
-             "warmup_steps": 1},
-    "pixart": {"layers": 3, "heads": 2, "head_dim": 8, "steps": 2, "batch_size": 8, "warmup_steps": 1},
-    "flux": {"double_layers": 1, "single_layers": 1, "heads": 2, "head_dim": 8, "axes_dims_rope": [2, 2, 4],
-             "steps": 2, "batch_size": 8, "warmup_steps": 1},
-    "grid_prompts_per_task": 1,
-}
+from ..shrunk import shrunk_params
+from ..threads import torch_threads
+
+# the shared shrunken world, with the prompt counts the assertions below spell out
+WORLD = shrunk_params({"data": {"n_train": 48, "n_reference": 6, "prompts_per_task": 1, "dpg_prompts": 2}})
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """(repo-like root with data/shapes and models/shapes, params dict) built once."""
-    from ditcompress.zoo.config import PretrainConfig
     from ditcompress.zoo.pretrain import run_pretrain
 
     root = tmp_path_factory.mktemp("world")
-    params = parse_params({"data": DATA, "pretrain": TINY_ZOO})
+    params = parse_params(WORLD)
     build_dataset(params.data, 0, root / "data" / "shapes", progress=False)
-    threads = torch.get_num_threads()
-    run_pretrain(PretrainConfig.model_validate(TINY_ZOO), root / "data" / "shapes", root / "models" / "shapes", 0)
-    torch.set_num_threads(threads)
+    with torch_threads(torch.get_num_threads()):  # the stage's pool sets its own count
+        run_pretrain(params.pretrain, root / "data" / "shapes", root / "models" / "shapes", 0)
     raw = {
-        "data": DATA,
+        "data": WORLD["data"],
         "generate": {"num_inference_steps": 3, "batch_size": 5},
         "evaluate": {"metrics": ["cmmd", "clip_score", "geneval", "dpg"], "device": "cpu",
                      "clip_path": "models/shapes/clip", "geneval": {"images_per_prompt": 2}},

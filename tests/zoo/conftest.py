@@ -1,13 +1,13 @@
 """The pretrain config shrunk to test size (same code path), and a tiny shapes dataset to train on."""
 
 import pytest
-import torch
 
 from ditcompress.params import parse_params
 from ditcompress.shapes.dataset import build_dataset
 from ditcompress.zoo.config import PretrainConfig
 
 from ..shrunk import shrunk_params
+from ..threads import torch_threads
 
 # on top of the shared shrink: the smallest image size the world allows (nothing here samples
 # through a 32 px preset), and the components trained in this process
@@ -51,7 +51,5 @@ def shapes_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def one_thread():
     """One intra-op thread: tiny ops spin-wait badly on a busy 2-core machine (results are per-thread-count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
