@@ -6,7 +6,7 @@ One image per GenEval eval prompt (96 by default) for each row: the ground-truth
 VAE round trip (the ceiling a teacher can reach through its VAE), each teacher through its saved
 pipeline with the preset's sampler (`shapes-pixart` / `shapes-flux` in models/presets.py), and the
 PixArt teacher with a third of its blocks removed without retraining (several choices of blocks).
-Model rows are scored by `metrics.benchmark.geneval_score` (image k from `seed_for(seed, "geneval/k")`,
+Model rows are scored by `metrics.benchmark.model_geneval` (image k from `seed_for(seed, "geneval/k")`,
 the evaluate stage's seeds). Also prints the tiny CLIP's caption-ranking accuracy.
 About a minute on a 2-core CPU.
 """
@@ -23,7 +23,7 @@ import torch
 
 from ditcompress.compress import remove_blocks
 from ditcompress.metrics import get_evaluator
-from ditcompress.metrics.benchmark import geneval_score
+from ditcompress.metrics.benchmark import model_geneval
 from ditcompress.metrics.geneval import GENEVAL_TASKS
 from ditcompress.sampling import Renderer, preset_settings
 from ditcompress.shapes.dataset import load_split, read_geneval_metadata
@@ -89,14 +89,14 @@ def figures(zoo: Path, data: Path, seed: int = 0, threads: int = 2) -> dict[str,
     for family, renderer in renderers.items():
         add(f"{family} VAE round trip", lambda: geneval.run(vae_round_trip(renderer.pipeline.vae, truth.images)))
     pixart = renderers["pixart"]
-    add("pixart teacher", lambda: geneval_score(pixart, geneval, seed))
+    add("pixart teacher", lambda: model_geneval(pixart, geneval, seed))
     teacher = pixart.pipeline.transformer
     n_layers = len(teacher.transformer_blocks)
     for how, ids in block_choices(n_layers).items():
         pruned, _ = remove_blocks(teacher, ids)
         with pixart.using(pruned):
-            add(f"pixart -{len(ids)}/{n_layers} {how} [{','.join(ids)}]", lambda: geneval_score(pixart, geneval, seed))
-    add("flux teacher", lambda: geneval_score(renderers["flux"], geneval, seed))
+            add(f"pixart -{len(ids)}/{n_layers} {how} [{','.join(ids)}]", lambda: model_geneval(pixart, geneval, seed))
+    add("flux teacher", lambda: model_geneval(renderers["flux"], geneval, seed))
     rows["clip"] = {"ranking_accuracy": clip_ranking(zoo / "clip", truth)}
     return rows
 

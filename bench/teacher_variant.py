@@ -7,7 +7,7 @@ How the README's teacher variants were measured. The variant trains on the saved
 latents and text encoders (models/shapes/<family>), exactly as the pretrain stage trains its
 teacher (`zoo.pretrain.train_family_teacher`), with the `--set` overrides applied to the defaults of
 `zoo/config.py`. A `text:` override rebuilds the frozen T5 (same seed stream) before encoding.
-It then scores it with `metrics.benchmark.geneval_score`: the 96 GenEval eval prompts, `--seeds`
+It then scores it with `metrics.benchmark.model_geneval`: the 96 GenEval eval prompts, `--seeds`
 images each (4, as the evaluate stage, whose images and figure these are), with the family's preset
 sampler, and prints the per-task and overall accuracy (the shapes detector).
 
@@ -42,7 +42,7 @@ import torch
 import yaml
 
 from ditcompress.metrics import get_evaluator
-from ditcompress.metrics.benchmark import geneval_score
+from ditcompress.metrics.benchmark import model_geneval
 from ditcompress.metrics.geneval import GENEVAL_TASKS
 from ditcompress.models.registry import get_adapter
 from ditcompress.sampling import Renderer, image_seeds, preset_settings
@@ -106,10 +106,10 @@ def geneval_evaluator(data: Path, shapes: list[str], images_per_prompt: int = 1)
 
 
 def score(pipe, family: str, data: Path, shapes: list[str], seeds: int, seed: int):
-    """GenEval accuracy per task and overall at `seeds` images per prompt (`metrics.benchmark.geneval_score`,
+    """GenEval accuracy per task and overall at `seeds` images per prompt (`metrics.benchmark.model_geneval`,
     the evaluate stage's images); and the renderer, for a sample grid."""
     renderer = Renderer(pipe, family, preset_settings(f"shapes-{family}", batch_size=64))
-    r = geneval_score(renderer, geneval_evaluator(data, shapes, seeds), seed, desc="geneval")
+    r = model_geneval(renderer, geneval_evaluator(data, shapes, seeds), seed, desc="geneval")
     return {t: round(r[f"geneval/{t}"], 3) for t in GENEVAL_TASKS} | {"overall": round(r["geneval/overall"], 3)}, renderer
 
 

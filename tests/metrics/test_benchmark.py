@@ -83,13 +83,13 @@ def test_renders_each_group_then_only_what_is_missing(world, monkeypatch):
     assert again == pytest.approx(values)
 
 
-def test_geneval_score_is_the_evaluate_stage_figure(world, monkeypatch):
+def test_model_geneval_is_the_evaluate_stage_figure(world, monkeypatch):
     """The in-memory scorer (bench, score stage) renders the evaluate stage's images: same figure,
     and a student swapped into the loaded renderer scores as the stage scores it."""
     from ditcompress.compress import remove_blocks
     from ditcompress.compress.student import save_student
     from ditcompress.data.config import for_preset
-    from ditcompress.metrics.benchmark import geneval_score
+    from ditcompress.metrics.benchmark import model_geneval
     from ditcompress.models.presets import get_preset
     from ditcompress.sampling import Renderer
 
@@ -103,9 +103,9 @@ def test_geneval_score_is_the_evaluate_stage_figure(world, monkeypatch):
     staged = run_evaluate(params, "data/eval_geneval")
     ev = get_evaluator("geneval", metadata="data/shapes/eval/geneval_metadata.jsonl", images_per_prompt=2,
                        device="cpu")
-    assert geneval_score(renderer, ev, params.generate.seed) == staged["teacher"]
+    assert model_geneval(renderer, ev, params.generate.seed) == staged["teacher"]
     with renderer.using(student):
-        assert geneval_score(renderer, ev, params.generate.seed) == staged["drop0"]
+        assert model_geneval(renderer, ev, params.generate.seed) == staged["drop0"]
     assert renderer.pipeline.transformer is not student  # restored on exit
 
 

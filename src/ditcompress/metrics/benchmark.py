@@ -118,7 +118,7 @@ def image_path(folder: Path, group: str, index: int) -> Path:
 def render(renderer, groups: dict[str, list[str]], folder: Path, seed: int, desc: str = "render") -> int:
     """Render every missing image of every group into `folder`; returns how many were made.
 
-    Image `index` of a group comes from `seed_for(seed, "<group>/<index>")`, as in `geneval_score`.
+    Image `index` of a group comes from `seed_for(seed, "<group>/<index>")`, as in `model_geneval`.
     """
     todo = [(g, i) for g, prompts in groups.items() for i in range(len(prompts))
             if not image_path(folder, g, i).is_file()]
@@ -139,7 +139,7 @@ def render(renderer, groups: dict[str, list[str]], folder: Path, seed: int, desc
     return len(todo)
 
 
-def geneval_score(renderer, evaluator, seed: int, *, desc: str | None = None) -> dict[str, float]:
+def model_geneval(renderer, evaluator, seed: int, *, desc: str | None = None) -> dict[str, float]:
     """GenEval of the renderer's model at `evaluator.images_per_prompt` seeds per prompt, in memory.
 
     The images are those `run_evaluate` renders for its `geneval` group (same per-image seeds), so
