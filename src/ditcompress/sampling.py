@@ -44,6 +44,11 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def _store(table: dict[str, Conditioning], prompts: list[str], cond: Conditioning) -> None:
+    """Keep row i of `cond` as the embedding of `prompts[i]`."""
+    table.update((p, cond.select(slice(i, i + 1))) for i, p in enumerate(prompts))
+
+
 class Renderer:
     """A loaded pipeline that renders one image per (prompt, seed), with its prompt embeddings cached."""
 
@@ -70,7 +75,7 @@ class Renderer:
 
     def remember(self, prompts: list[str], cond: Conditioning) -> None:
         """Use precomputed embeddings (one row per prompt) instead of the pipeline's text encoders."""
-        self._prompts.update((p, cond.select(slice(i, i + 1))) for i, p in enumerate(prompts))
+        _store(self._prompts, prompts, cond)
 
     def negative(self) -> Conditioning | None:
         """The negative prompt's embedding when the family samples with one at these settings, else None."""
@@ -80,15 +85,13 @@ class Renderer:
 
     def encode(self, prompts: list[str]) -> Conditioning:
         """Conditioning of `prompts`, each distinct prompt encoded once (in batches of `batch_size`)."""
-        known = dict(self._prompts)
+        # without keep_prompts, new encodings live in a layer over the cache for this call only
+        known = self._prompts if self.keep_prompts else dict(self._prompts)
         new = [p for p in dict.fromkeys(prompts) if p not in known]
         step = self.settings.batch_size
         for s in range(0, len(new), step):
             batch = new[s : s + step]
-            cond = self._encode_batch(batch)
-            known.update((p, cond.select(slice(i, i + 1))) for i, p in enumerate(batch))
-        if self.keep_prompts:
-            self._prompts = known
+            _store(known, batch, self._encode_batch(batch))
         rows = [known[p] for p in prompts]
         cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
         return Conditioning(cat([r.prompt_embeds for r in rows]), cat([r.attention_mask for r in rows]),
