@@ -156,6 +156,34 @@ def test_capture_features_records_each_blocks_output(family, adapter, model, inp
     assert feats[refs[1].id].flat().shape == (2, n_img + n_txt)
 
 
+def test_hook_blocks_sees_each_blocks_input_as_the_previous_output(family, adapter, model, inputs):
+    latents, t, cond = inputs
+    ids = [r.id for r in adapter.blocks(model)]
+    seen = {}
+    with torch.no_grad(), adapter.hook_blocks(model, ids, lambda b, i, o: seen.__setitem__(b, (i, o))):
+        adapter.predict(model, latents, t, cond)
+    # consecutive blocks of one kind: the input of block k+1 is the output of block k
+    for a, b in [(ids[0], ids[1])] + ([] if family == "pixart" else [(ids[2], ids[3])]):
+        assert seen[b][0].image is seen[a][1].image
+        if family == "flux":
+            assert seen[b][0].text is seen[a][1].text
+    assert (seen[ids[0]][0].text is None) == (family == "pixart")
+
+
+def test_hook_blocks_replacing_the_output_by_the_input_equals_removing_the_block(family, adapter, model, inputs):
+    from ditcompress.compress import remove_blocks
+
+    latents, t, cond = inputs
+    victim = adapter.blocks(model)[1].id
+    with torch.no_grad():
+        with adapter.hook_blocks(model, [victim], lambda b, i, o: i):
+            skipped = adapter.predict(model, latents, t, cond)
+        removed = adapter.predict(remove_blocks(model, [victim])[0], latents, t, cond)
+        full = adapter.predict(model, latents, t, cond)
+    torch.testing.assert_close(skipped, removed, rtol=0, atol=0)
+    assert not torch.equal(skipped, full)  # and the hook was gone again
+
+
 def test_capture_features_removes_hooks_even_on_error(adapter, model):
     ids = [b.id for b in adapter.blocks(model)]
     with pytest.raises(RuntimeError, match="boom"):

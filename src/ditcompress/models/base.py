@@ -8,8 +8,10 @@ unpack inside `predict`. Time `t` is the family's native training time: integer 
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,14 +122,6 @@ class FamilyAdapter(ABC):
         """Model output for noisy latents `(B, C, h, w)`, same layout as `Objective.target`."""
 
     @abstractmethod
-    def capture_features(self, transformer: nn.Module, block_ids: list[str]) -> AbstractContextManager[dict]:
-        """Context manager recording each listed block's output per forward (hooks removed on exit).
-
-        It yields `{block id: BlockOutput}` holding the latest forward's outputs (image stream,
-        plus the text stream for Flux), found by block identity on the unwrapped model.
-        """
-
-    @abstractmethod
     def uses_negative(self, true_cfg_scale: float) -> bool:
         """Whether sampling runs a negative-prompt branch (CFG) at these settings."""
 
@@ -160,6 +154,63 @@ class FamilyAdapter(ABC):
     def linear_group(self, block: BlockRef, part: str, name: str) -> str:
         """Group ("attn", "mlp", "modulation") of linear `name` of `part`, for per-group SVD ratios."""
         return self.part_groups[part]
+
+    # whether blocks carry a text stream through (Flux's MMDiT) besides the image tokens
+    text_stream: bool = False
+
+    def wrap_output(self, raw) -> BlockOutput:
+        """A block's raw return value as streams (PixArt: the hidden states)."""
+        return BlockOutput(image=raw)
+
+    def unwrap_output(self, out: BlockOutput):
+        """Inverse of `wrap_output`: what the block must return."""
+        return out.image
+
+    def block_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> BlockOutput:
+        """The streams a block was called with, bound by name from its forward signature."""
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+        return BlockOutput(image=bound["hidden_states"],
+                           text=bound.get("encoder_hidden_states") if self.text_stream else None)
+
+    @contextmanager
+    def hook_blocks(self, transformer: nn.Module, block_ids: list[str], fn) -> Iterator[None]:
+        """Call `fn(block id, inputs, output)` after each forward of the listed blocks (hooks removed on exit).
+
+        Both are `BlockOutput`s; when `fn` returns one, the block returns it instead (gates,
+        ablations). Blocks are found by identity on the unwrapped model, so wrappers do not matter.
+        """
+        refs = [self.block_by_id(transformer, b) for b in block_ids]
+        handles = []
+
+        def hook_for(block_id):
+            def hook(module, args, kwargs, output):
+                new = fn(block_id, self.block_inputs(module, args, kwargs), self.wrap_output(output))
+                return None if new is None else self.unwrap_output(new)
+            return hook
+
+        try:
+            for ref in refs:
+                handles.append(ref.module.register_forward_hook(hook_for(ref.id), with_kwargs=True))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextmanager
+    def capture_features(self, transformer: nn.Module, block_ids: list[str]) -> Iterator[dict[str, BlockOutput]]:
+        """Record each listed block's output per forward (hooks removed on exit).
+
+        It yields `{block id: BlockOutput}` holding the latest forward's outputs (image stream,
+        plus the text stream for Flux); a new forward overwrites them, so a KD step reads the
+        features of the pass it just ran; tensors keep their autograd graph.
+        """
+        features: dict[str, BlockOutput] = {}
+
+        def keep(block_id, inputs, output):
+            features[block_id] = output
+
+        with self.hook_blocks(transformer, block_ids, keep):
+            yield features
 
     def block_by_id(self, transformer: nn.Module, block_id: str) -> BlockRef:
         """The block with stable id `block_id`; a one-line `KeyError` naming it when absent."""
@@ -209,27 +260,3 @@ def stable_indices(transformer: nn.Module, kind: str, present: int) -> list[int]
 def _has_kind(block_id: str, kind: str) -> bool:
     """Whether a stable id belongs to blocks of `kind` (`"7"` -> pixart, `"double.3"` -> double)."""
     return "." not in block_id if kind == "pixart" else block_id.startswith(f"{kind}.")
-
-
-@contextmanager
-def capture_block_outputs(refs: list[BlockRef], to_output):
-    """Forward hooks on `refs` storing `to_output(raw block output)` by id; always removed on exit.
-
-    The dict holds each block's output of the latest forward (a new forward overwrites it), so a
-    KD step reads the features of the pass it just ran; tensors keep their autograd graph.
-    """
-    features: dict[str, BlockOutput] = {}
-    handles = []
-
-    def hook_for(block_id):
-        def hook(module, args, output):
-            features[block_id] = to_output(output)
-        return hook
-
-    try:
-        for ref in refs:
-            handles.append(ref.module.register_forward_hook(hook_for(ref.id)))
-        yield features
-    finally:
-        for h in handles:
-            h.remove()

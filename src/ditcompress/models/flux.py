@@ -15,7 +15,6 @@ from ditcompress.models.base import (
     Conditioning,
     FamilyAdapter,
     Objective,
-    capture_block_outputs,
     stable_indices,
     unwrap,
 )
@@ -94,6 +93,7 @@ class FluxAdapter(FamilyAdapter):
         # projection maps cat(attn, mlp) back, 4/5 of its inputs coming from the MLP branch
         "linear1": "attn", "projection": "mlp",
     }
+    text_stream = True
     block_lists = {"double": ("transformer_blocks", "num_layers"),
                    "single": ("single_transformer_blocks", "num_single_layers")}
 
@@ -175,7 +175,10 @@ class FluxAdapter(FamilyAdapter):
                           negative_pooled_prompt_embeds=negative.pooled.expand(n, -1), true_cfg_scale=true_cfg_scale)
         return inputs
 
-    def capture_features(self, transformer, block_ids):
-        """Image and text streams of each listed block (both kinds return `(text, image)`)."""
-        refs = [self.block_by_id(transformer, b) for b in block_ids]
-        return capture_block_outputs(refs, lambda out: BlockOutput(image=out[1], text=out[0]))
+    def wrap_output(self, raw):
+        """Both block kinds return `(text, image)`."""
+        return BlockOutput(image=raw[1], text=raw[0])
+
+    def unwrap_output(self, out):
+        """`(text, image)`, as the blocks return them."""
+        return out.text, out.image

@@ -10,12 +10,10 @@ import torch
 from diffusers import DDPMScheduler, PixArtTransformer2DModel
 
 from ditcompress.models.base import (
-    BlockOutput,
     BlockRef,
     Conditioning,
     FamilyAdapter,
     Objective,
-    capture_block_outputs,
     stable_indices,
     unwrap,
 )
@@ -136,9 +134,3 @@ class PixArtAdapter(FamilyAdapter):
                     negative_prompt_attention_mask=negative.attention_mask.expand(n, -1),
                     # generate exactly height x width instead of snapping to PixArt's aspect-ratio bins
                     use_resolution_binning=False)
-
-    def capture_features(self, transformer, block_ids):
-        """Each listed block's hidden states `(B, N, D)` as `BlockOutput(image=...)`."""
-        refs = [self.block_by_id(transformer, b) for b in block_ids]
-        return capture_block_outputs(refs, lambda out: BlockOutput(image=out))
-
