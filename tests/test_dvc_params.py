@@ -41,6 +41,12 @@ READS = {
     # names colours from its own palette); the renderer's for_preset(params.generate); evaluate.*
     "evaluate": ["model", "data.shapes", "evaluate",
                  *(f"generate.{k}" for k in GenerateConfig.model_fields if k not in _GENERATE_DATASET_ONLY)],
+    # run_score(params): the preset and the renderer's for_preset(params.generate) (batch size from
+    # score.batch_size); ShapesDetector(params.data) for the damage's GenEval; the reference set,
+    # CMMD / CLIP / GenEval settings of evaluate.*; score.*
+    "score": ["model", "data.shapes", "score", "evaluate",
+              *(f"generate.{k}" for k in GenerateConfig.model_fields
+                if k not in (*_GENERATE_DATASET_ONLY, "batch_size"))],
 }
 # Not in READS although run_stage reads them for every stage: `tracking.experiment` only names
 # the MLflow experiment, and the global RNGs seeded from `seed` are not drawn from by caption,

@@ -19,6 +19,7 @@ from ditcompress.data.config import CaptionConfig, GenerateConfig
 from ditcompress.errors import UserError
 from ditcompress.metrics.config import EvaluateConfig
 from ditcompress.models.presets import PRESETS
+from ditcompress.score.config import ScoreConfig
 from ditcompress.shapes.config import ShapesDataConfig
 from ditcompress.utils.config import Strict
 from ditcompress.zoo.config import PretrainConfig
@@ -62,6 +63,7 @@ class Params(Strict):
     caption: CaptionConfig = CaptionConfig()
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    score: ScoreConfig = ScoreConfig()
 
 
 def _format_error(err: dict[str, Any], source: str) -> str:

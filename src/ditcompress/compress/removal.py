@@ -41,7 +41,7 @@ def remove_blocks(transformer: nn.Module, block_ids: list[str], *, inplace: bool
     removed = [b for b in order if b in drop]
     new = replace(
         record,
-        removed=sorted(record.removed + removed, key=_teacher_order),
+        removed=sorted(record.removed + removed, key=execution_order),
         svd={k: v for k, v in record.svd.items() if not any(k.startswith(f"{b}.") for b in removed)},
         steps=record.steps + [{"op": "remove", "blocks": removed}],
     )
@@ -49,7 +49,7 @@ def remove_blocks(transformer: nn.Module, block_ids: list[str], *, inplace: bool
     return model, new
 
 
-def _teacher_order(block_id: str) -> tuple[int, int]:
+def execution_order(block_id: str) -> tuple[int, int]:
     """Sort key putting ids in execution order: pixart by index, Flux double before single."""
     kind, _, idx = block_id.rpartition(".")
     return ({"": 0, "double": 0, "single": 1}[kind], int(idx))

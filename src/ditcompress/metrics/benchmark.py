@@ -164,6 +164,20 @@ def load_model(preset, student: str | None, cfg: GenerateConfig, device):
     return Renderer.load(preset.pretrained, preset.family, cfg, device, transformer=transformer)
 
 
+def shapes_overrides(params, preset, metrics) -> dict[str, dict]:
+    """The shapes world's exact detector for GenEval and DPG (it knows the world's vocabulary, data.shapes)."""
+    cfg, overrides = params.evaluate, {}
+    if preset.shapes_world:
+        from ditcompress.metrics.vqa import DetectorVQA
+        from ditcompress.shapes.detector import ShapesDetector
+
+        if "geneval" in metrics and cfg.geneval.detector == "shapes":
+            overrides["geneval"] = {"detector": ShapesDetector(params.data)}
+        if "dpg" in metrics and cfg.dpg.vqa == "shapes":
+            overrides["dpg"] = {"vqa": DetectorVQA(ShapesDetector(params.data))}
+    return overrides
+
+
 def run_evaluate(params, out_dir: str | Path = "data/eval", tracker=None,
                  on_grid: Callable[[str, object], None] | None = None) -> dict[str, dict[str, float]]:
     """Render and score the teacher and every configured student; {model: {metric: value}}."""
@@ -173,17 +187,7 @@ def run_evaluate(params, out_dir: str | Path = "data/eval", tracker=None,
     preset = teacher_preset(params.model)
     gen = for_preset(params.generate, preset)
     device = resolve_device(cfg.device)
-    overrides = {}
-    if preset.shapes_world:
-        from ditcompress.metrics.vqa import DetectorVQA
-        from ditcompress.shapes.detector import ShapesDetector
-
-        # the detector knows the world's vocabulary from params (data.shapes)
-        if "geneval" in cfg.metrics and cfg.geneval.detector == "shapes":
-            overrides["geneval"] = {"detector": ShapesDetector(params.data)}
-        if "dpg" in cfg.metrics and cfg.dpg.vqa == "shapes":
-            overrides["dpg"] = {"vqa": DetectorVQA(ShapesDetector(params.data))}
-    evaluators = build_evaluators(cfg, overrides=overrides)
+    evaluators = build_evaluators(cfg, overrides=shapes_overrides(params, preset, cfg.metrics))
     needs_reference = any(ev.needs_reference or (ev.benchmark is None) for ev in evaluators.values())
     reference = (load_reference(cfg.reference, cfg.reference_captions, cfg.reference_images)
                  if needs_reference else None)

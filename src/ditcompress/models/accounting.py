@@ -37,6 +37,19 @@ def parameter_table(adapter: FamilyAdapter, transformer: nn.Module) -> dict:
             "blocks_total": in_blocks, "outside_blocks": total - in_blocks, "blocks": blocks}
 
 
+def teacher_parameters(preset) -> int:
+    """Parameters of a preset's teacher transformer, counted on the meta device from its config alone."""
+    from ditcompress.models.loading import transformer_dir
+    from ditcompress.models.registry import build_transformer, load_config
+
+    local = transformer_dir(preset.pretrained, "transformer")
+    if local is None:
+        from huggingface_hub import hf_hub_download
+
+        local = hf_hub_download(preset.pretrained, "config.json", subfolder="transformer")
+    return sum(p.numel() for p in build_transformer(load_config(local), device="meta").parameters())
+
+
 def _millions(n: int) -> str:
     """Parameters in millions with one decimal and thousands separators, as the thesis prints them."""
     return f"{n / 1e6:,.1f}"

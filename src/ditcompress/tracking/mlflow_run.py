@@ -108,6 +108,14 @@ class StageRun:
 
             mlflow.log_dict(obj, name)
 
+    def log_table(self, rows: list[dict], name: str) -> None:
+        """Attach rows (one dict each) as an MLflow table, browsable and comparable in the UI."""
+        if self.active and rows:
+            import mlflow
+
+            columns = list(dict.fromkeys(k for row in rows for k in row))
+            mlflow.log_table({c: [_cell(row.get(c)) for row in rows] for c in columns}, name)
+
     def log_image(self, image, name: str) -> None:
         """Attach a PIL image (e.g. a sample grid) as a PNG artifact."""
         if self.active:
@@ -120,6 +128,11 @@ class StageRun:
         if self.metrics_path is not None and is_main_process():
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
             self.metrics_path.write_text(json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
+
+
+def _cell(value):
+    """A table cell: lists (block ids) as one comma-separated string."""
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 def _flat_numbers(metrics: dict[str, Any]) -> dict[str, float]:
