@@ -1,4 +1,5 @@
-"""Shared test setup: offline, deterministic, an isolated MLflow store per test, `gpu` tests skipped without CUDA."""
+"""Shared test setup: offline, deterministic, an isolated MLflow store per test, `gpu` tests skipped without
+CUDA, and one tiny shapes world with its zoo for the stages' library tests."""
 
 import os
 
@@ -28,3 +29,33 @@ def mlflow_uri(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """(repo-like root with data/shapes and models/shapes, raw params) built once per session.
+
+    A tiny shapes world and a tiny zoo (one- and two-block models trained for a few steps, saved in
+    the hub layout by the real pretrain code); tests write their outputs into their own folders.
+    """
+    import torch
+
+    from ditcompress.params import parse_params
+    from ditcompress.shapes.dataset import build_dataset
+    from ditcompress.zoo.pretrain import run_pretrain
+
+    from .shrunk import WORLD
+    from .threads import torch_threads
+
+    root = tmp_path_factory.mktemp("world")
+    params = parse_params(WORLD)
+    build_dataset(params.data, 0, root / "data" / "shapes", progress=False)
+    with torch_threads(torch.get_num_threads()):  # the stage's pool sets its own count
+        run_pretrain(params.pretrain, root / "data" / "shapes", root / "models" / "shapes", 0)
+    raw = {
+        "data": WORLD["data"],
+        "generate": {"num_inference_steps": 3, "batch_size": 5},
+        "evaluate": {"metrics": ["cmmd", "clip_score", "geneval", "dpg"], "device": "cpu",
+                     "clip_path": "models/shapes/clip", "geneval": {"images_per_prompt": 2}},
+    }
+    return root, raw

@@ -30,6 +30,9 @@ SHRINK = {
     "caption": {"shard_size": 16},
     "generate": {"num_images": 40, "num_inference_steps": 4, "shard_size": 16, "batch_size": 8},
     "evaluate": {"geneval": {"images_per_prompt": 1}},
+    # the shrunken PixArt teacher has 2 blocks: remove one; the reference set has 8 images
+    "score": {"prompts": 8, "cka_prompts": 2, "batch_size": 8, "damage_images_per_prompt": 1,
+              "selection": {"k": 1, "n_trials": 3}},
 }
 
 
@@ -45,3 +48,19 @@ def shrunk_params(overrides: dict | None = None) -> dict:
     """The raw params.yaml mapping with `SHRINK`, then `overrides` (section -> fields), merged in."""
     shipped = yaml.safe_load((REPO / "params.yaml").read_text())
     return merge(merge(shipped, SHRINK), overrides or {})
+
+
+# the session's `world` fixture (tests/conftest.py): the prompt counts its tests spell out
+WORLD = shrunk_params({"data": {"n_train": 48, "n_reference": 6, "prompts_per_task": 1, "dpg_prompts": 2}})
+
+
+def params_with(raw: dict, **sections):
+    """Parsed params of `raw` with each section's fields updated (a fresh copy; `raw` is untouched)."""
+    import json
+
+    from ditcompress.params import parse_params
+
+    out = json.loads(json.dumps(raw))
+    for key, value in sections.items():
+        out[key] = {**out.get(key, {}), **value}
+    return parse_params(out)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from .shrunk import REPO, shrunk_params
 
-STAGES = ("shapes_data", "pretrain", "caption", "generate", "evaluate")
+STAGES = ("shapes_data", "pretrain", "caption", "generate", "evaluate", "score")
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
@@ -99,6 +99,18 @@ def _check_evaluate(root: Path, metrics: dict) -> None:
         assert again["teacher"][name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
 
 
+def _check_score(root: Path, env: dict) -> None:
+    """The selection is the block with the lowest rank sum, and `dvc plots show` renders the figures."""
+    imp = json.loads((root / "data" / "score" / "importance.json").read_text())
+    sel = json.loads((root / "data" / "score" / "selection.json").read_text())
+    ranks = imp["criteria"]["rank_sum"]
+    assert sel["blocks"] == [min(imp["blocks"], key=lambda b: (ranks[b], b))]
+    assert set(imp["spearman"]) >= {"magnitude", "cka", "cmmd", "clip_score", "rank_sum"}
+    out = _run(["dvc", "plots", "show", "--json"], root, env)
+    shown = json.loads(out[out.index("{"):])["data"]
+    assert any(k.endswith("strip_remove.png") for k in shown) and "Weight magnitude (eq 4.2)" in shown
+
+
 @pytest.mark.slow
 def test_repro_then_up_to_date(project):
     root, env = project
@@ -108,6 +120,7 @@ def test_repro_then_up_to_date(project):
         assert (root / "metrics" / f"{stage}.json").is_file(), stage
     _check_generate(root, json.loads((root / "metrics" / "generate.json").read_text()))
     _check_evaluate(root, json.loads((root / "metrics" / "evaluate.json").read_text()))
+    _check_score(root, env)
     assert all(r.data.tags["dvc.exp_name"] == "workspace" for r in _stage_runs(root))
 
 

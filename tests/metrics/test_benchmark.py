@@ -1,7 +1,7 @@
 """The evaluate stage's library: benchmark images rendered resumably per model, then scored.
 
-A tiny shapes world and a tiny zoo (one- and two-block models trained for a few steps, saved in
-the hub layout by the real pretrain code) stand in for the default run.
+A tiny shapes world and a tiny zoo (the session's `world` fixture, tests/conftest.py) stand in
+for the default run.
 """
 
 import json
@@ -9,46 +9,16 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ditcompress.metrics import get_evaluator
 from ditcompress.metrics.benchmark import image_path, run_evaluate
 from ditcompress.params import parse_params
-from ditcompress.shapes.dataset import build_dataset
 from ditcompress.utils.digest import model_digest
 
-from ..shrunk import shrunk_params
-from ..threads import torch_threads
+from ..shrunk import params_with
 
-# the shared shrunken world, with the prompt counts the assertions below spell out
-WORLD = shrunk_params({"data": {"n_train": 48, "n_reference": 6, "prompts_per_task": 1, "dpg_prompts": 2}})
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """(repo-like root with data/shapes and models/shapes, params dict) built once."""
-    from ditcompress.zoo.pretrain import run_pretrain
-
-    root = tmp_path_factory.mktemp("world")
-    params = parse_params(WORLD)
-    build_dataset(params.data, 0, root / "data" / "shapes", progress=False)
-    with torch_threads(torch.get_num_threads()):  # the stage's pool sets its own count
-        run_pretrain(params.pretrain, root / "data" / "shapes", root / "models" / "shapes", 0)
-    raw = {
-        "data": WORLD["data"],
-        "generate": {"num_inference_steps": 3, "batch_size": 5},
-        "evaluate": {"metrics": ["cmmd", "clip_score", "geneval", "dpg"], "device": "cpu",
-                     "clip_path": "models/shapes/clip", "geneval": {"images_per_prompt": 2}},
-    }
-    return root, raw
-
-
-def _params(raw, **sections):
-    out = json.loads(json.dumps(raw))
-    for key, value in sections.items():
-        out[key] = {**out.get(key, {}), **value}
-    return parse_params(out)
+_params = params_with
 
 
 def _pixels(folder):

@@ -142,6 +142,8 @@ def _check_selection(cfg, blocks: list[str]) -> None:
         algos.check_k(len(sel.blocks), len(blocks), cfg.modification)
     elif sel.k is not None:
         algos.check_k(sel.k, len(blocks), cfg.modification)
+    if sel.algorithm == "exhaustive":
+        algos.check_subsets(len(blocks), sel.k, sel.max_subsets)
     if sel.algorithm == "tinyfusion":
         from ditcompress.score.tinyfusion import check_groups
 

@@ -54,6 +54,14 @@ def check_k(k: int, n_blocks: int, modification: str) -> None:
         raise UserError(f"score.selection.k: {k} blocks of {n_blocks} means {what} (at most {limit})")
 
 
+def check_subsets(n_blocks: int, k: int, max_subsets: int) -> None:
+    """The exhaustive oracle refuses more than `max_subsets` subsets (C(28, 14) would be 40 million)."""
+    count = comb(n_blocks, k)
+    if count > max_subsets:
+        raise UserError(f"score.selection.max_subsets: exhaustive over C({n_blocks}, {k}) = {count} subsets "
+                        f"exceeds max_subsets={max_subsets}")
+
+
 def check_blocks(blocks: Sequence[str], known: Sequence[str], key: str = "score.selection.blocks") -> None:
     """One-line error naming the first unknown block id."""
     for b in blocks:
@@ -141,10 +149,7 @@ def greedy(blocks: Sequence[str], measure: Measure, *, criterion: str = "rank_su
 def exhaustive(blocks: Sequence[str], measure: Measure, k: int, *, max_subsets: int,
                desc: str = "exhaustive") -> Selection:
     """Every k-subset measured; the one with the lowest CMMD (the oracle greedy and Optuna are judged by)."""
-    count = comb(len(blocks), k)
-    if count > max_subsets:
-        raise UserError(f"score.selection.max_subsets: exhaustive over C({len(blocks)}, {k}) = {count} subsets "
-                        f"exceeds max_subsets={max_subsets}")
+    check_subsets(len(blocks), k, max_subsets)
     trials = []
     for number, subset in enumerate(progress(list(combinations(blocks, k)), desc=desc, unit="subset")):
         m = measure(list(subset))
