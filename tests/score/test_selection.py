@@ -85,13 +85,20 @@ def test_greedy_by_cmmd_per_parameter_prefers_cheap_damage_per_removed_parameter
 
 
 def test_optuna_starts_from_the_greedy_prior_and_is_never_worse(tmp_path):
+    prior = greedy(BLOCKS, Objective(), criterion="rank_sum", k=2)
     objective = Objective()
-    prior = greedy(BLOCKS, objective, criterion="rank_sum", k=2)
     result = optuna_search(BLOCKS, objective, 2, n_trials=15, seed=0, prior=prior.blocks)
     assert sorted(result.trials[0]["blocks"]) == sorted(prior.blocks)
     assert result.cmmd <= prior.cmmd
     assert result.cmmd == min(t["cmmd"] for t in result.trials) and len(result.trials) == 15
     assert all(len(set(t["blocks"])) == 2 for t in result.trials)  # every encoding is a valid subset
+    # a subset is measured once: TPE's repeats are pruned, not rendered
+    assert len({frozenset(t["blocks"]) for t in result.trials}) == len(result.trials)
+    trial_calls = objective.calls[:-1]  # the last call re-measures the best
+    assert len(set(map(frozenset, trial_calls))) == len(trial_calls) == len(result.trials)
+    # asked for more trials than there are subsets: each of the C(8, 2) = 28 once, so the optimum
+    full = optuna_search(BLOCKS, Objective(), 2, n_trials=100, seed=0, prior=prior.blocks)
+    assert len(full.trials) == 28 and sorted(full.blocks) == sorted(true_best(Objective(), 2))
 
 
 def test_optuna_resumes_a_killed_search_from_its_storage(tmp_path):
@@ -100,8 +107,9 @@ def test_optuna_resumes_a_killed_search_from_its_storage(tmp_path):
     first = optuna_search(BLOCKS, objective, 3, n_trials=4, seed=1, prior=["0", "1", "2"], storage=storage)
     calls = len(objective.calls)
     resumed = optuna_search(BLOCKS, objective, 3, n_trials=10, seed=1, prior=["0", "1", "2"], storage=storage)
-    assert resumed.trials[:4] == first.trials and len(resumed.trials) == 10
-    assert len(objective.calls) - calls == 6 + 1  # only the missing trials, plus the best's re-measure
+    assert len(first.trials) == 4 and resumed.trials[:4] == first.trials and len(resumed.trials) == 10
+    assert len(objective.calls) - calls == len(resumed.trials) - 4 + 1  # only the missing trials, plus the best's
+    assert len({frozenset(t["blocks"]) for t in resumed.trials}) == len(resumed.trials)
 
 
 def test_ranking_takes_the_least_important():

@@ -95,6 +95,7 @@ class Probe:
         self.renderer, self.reference, self.seeds = renderer, reference, seeds
         self.cmmd_ev, self.clip_ev, self.geneval_ev, self.geneval_seed = cmmd, clip_score, geneval, geneval_seed
         self.modification, self.c_fixed = modification, c_fixed
+        self.blocks = [r.id for r in renderer.adapter.blocks(renderer.pipeline.transformer)]  # execution order
         self.cache_file, self.context = (Path(cache_file) if cache_file else None), context
         self._cache = self._read_cache()
         self.evaluations = 0  # subsets rendered in this process (cache hits excluded)

@@ -78,35 +78,10 @@ def run_score(params, out_dir: str | Path = "data/score", tracker=None, plots_di
     out = Path(out_dir)
     plots = Path(plots_dir) if plots_dir is not None else out / "plots"
     preset = teacher_preset(params.model)
-    gen = for_preset(params.generate.model_copy(update={"batch_size": cfg.batch_size}), preset)
-    renderer = load_model(preset, cfg.student, gen, resolve_device(cfg.device))
+    probe = build_probe(params, out, before_work=lambda blocks: (_check_selection(cfg, blocks), _clean(out),
+                                                                 _clean(plots)))
+    renderer, blocks = probe.renderer, probe.blocks
     adapter, model = renderer.adapter, renderer.pipeline.transformer
-    blocks = [r.id for r in adapter.blocks(model)]
-    _check_selection(cfg, blocks)
-    _clean(out)
-    _clean(plots)
-
-    reference = load_reference(params.evaluate.reference, params.evaluate.reference_captions, limit=cfg.prompts)
-    if len(reference) < cfg.prompts:
-        raise UserError(f"score.prompts: {cfg.prompts} prompts asked, but {params.evaluate.reference} has "
-                        f"{len(reference)} reference images")
-    seeds = image_seeds(cfg.seed, "score", len(reference))
-    ev = params.evaluate
-    cmmd = get_evaluator("cmmd", **evaluator_options("cmmd", ev))
-    clip = get_evaluator("clip_score", **evaluator_options("clip_score", ev))
-    geneval = None
-    if "damage" in cfg.criteria:
-        options = {**evaluator_options("geneval", ev), "images_per_prompt": cfg.damage_images_per_prompt,
-                   **shapes_overrides(params, preset, ["geneval"]).get("geneval", {})}
-        geneval = get_evaluator("geneval", **options)
-    context = _digest({"teacher": model_digest(preset.pretrained), "student": cfg.student and model_digest(cfg.student),
-                       "sampler": {k: v for k, v in fingerprint(gen).items() if k not in DATASET_ONLY}, "prompts": list(reference.prompts), "seeds": seeds,
-                       "reference": reference.id, "cmmd": evaluator_options("cmmd", ev),
-                       "clip": evaluator_options("clip_score", ev), "geneval": geneval and geneval.items(),
-                       "damage_images": cfg.damage_images_per_prompt})
-    probe = Probe(renderer, reference, seeds, cmmd=cmmd, clip_score=clip, modification=cfg.modification,
-                  c_fixed=cfg.c_fixed, geneval=geneval, geneval_seed=cfg.seed,
-                  cache_file=out / "measurements.json", context=context)
 
     total = teacher_parameters(preset)
     now = n_params(model)
@@ -132,6 +107,43 @@ def run_score(params, out_dir: str | Path = "data/score", tracker=None, plots_di
              ", ".join(selection.blocks), selection.algorithm, selection.cmmd, 100 * chosen["kept_fraction"],
              time.time() - started)
     return summary
+
+
+def build_probe(params, out_dir: str | Path, before_work=None) -> Probe:
+    """The model of `score.student` (or the teacher) in its pipeline, ready to measure block subsets.
+
+    `before_work(block ids)` runs once the blocks are known and before anything is rendered
+    (the stage checks the selection there and empties its folders). The memo lives in
+    `<out_dir>/measurements.json`, keyed by everything that decides a measurement.
+    """
+    cfg, ev, out = params.score, params.evaluate, Path(out_dir)
+    preset = teacher_preset(params.model)
+    gen = for_preset(params.generate.model_copy(update={"batch_size": cfg.batch_size}), preset)
+    renderer = load_model(preset, cfg.student, gen, resolve_device(cfg.device))
+    blocks = [r.id for r in renderer.adapter.blocks(renderer.pipeline.transformer)]
+    if before_work is not None:
+        before_work(blocks)
+    reference = load_reference(ev.reference, ev.reference_captions, limit=cfg.prompts)
+    if len(reference) < cfg.prompts:
+        raise UserError(f"score.prompts: {cfg.prompts} prompts asked, but {ev.reference} has "
+                        f"{len(reference)} reference images")
+    seeds = image_seeds(cfg.seed, "score", len(reference))
+    cmmd = get_evaluator("cmmd", **evaluator_options("cmmd", ev))
+    clip = get_evaluator("clip_score", **evaluator_options("clip_score", ev))
+    geneval = None
+    if "damage" in cfg.criteria:
+        options = {**evaluator_options("geneval", ev), "images_per_prompt": cfg.damage_images_per_prompt,
+                   **shapes_overrides(params, preset, ["geneval"]).get("geneval", {})}
+        geneval = get_evaluator("geneval", **options)
+    context = _digest({"teacher": model_digest(preset.pretrained), "student": cfg.student and model_digest(cfg.student),
+                       "sampler": {k: v for k, v in fingerprint(gen).items() if k not in DATASET_ONLY},
+                       "prompts": list(reference.prompts), "seeds": seeds, "reference": reference.id,
+                       "cmmd": evaluator_options("cmmd", ev), "clip": evaluator_options("clip_score", ev),
+                       "geneval": geneval and geneval.items(), "damage_images": cfg.damage_images_per_prompt})
+    probe = Probe(renderer, reference, seeds, cmmd=cmmd, clip_score=clip, modification=cfg.modification,
+                  c_fixed=cfg.c_fixed, geneval=geneval, geneval_seed=cfg.seed,
+                  cache_file=out / "measurements.json", context=context)
+    return probe
 
 
 def _check_selection(cfg, blocks: list[str]) -> None:
