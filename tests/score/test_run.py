@@ -168,3 +168,39 @@ def test_modified_restores_the_very_same_model(family, adapter, model, inputs):
     assert model.state_dict().keys() == state.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     assert [b.id for b in adapter.blocks(model)] == [b.id for b in adapter.blocks(remove_blocks(model, [])[0])]
+
+
+def test_tinyfusion_learns_its_masks_on_the_generated_set(world, monkeypatch):
+    """The stage's glue: the caption and generate stages' output, VAE latents, cached prompts, masks."""
+    from ditcompress.data.caption import run_caption
+    from ditcompress.data.generate import run_generate
+    from ditcompress.data.latents import teacher_batches
+
+    root, raw = world
+    monkeypatch.chdir(root)
+    tf = {"steps": 4, "batch_size": 4, "data": "data/teacher_tf", "lora_rank": 2}
+    params = _score(raw, criteria=["magnitude"], selection={"algorithm": "tinyfusion", "k": 1, "tinyfusion": tf})
+    run_caption(params.caption.model_copy(update={"shard_size": 16, "captioner": "scene"}), "data/shapes/train",
+                "data/captions_tf")
+    gen = for_preset(params.generate.model_copy(update={"num_images": 8, "shard_size": 4}), get_preset("shapes-pixart"))
+    run_generate(gen, "data/captions_tf", "models/shapes/pixart", "pixart", "data/teacher_tf")
+
+    renderer = Renderer.load("models/shapes/pixart", "pixart", gen)
+    latents, cond = next(teacher_batches(renderer, "data/teacher_tf", 4, seed=0))
+    assert latents.shape == (4, 4, 8, 8) and cond.prompt_embeds.shape[0] == 4
+    # the latents are the VAE's of the generated images, scaled as the pipeline unscales them
+    decoded = renderer.pipeline.vae.decode(latents[:1] / renderer.pipeline.vae.config.scaling_factor).sample
+    assert torch.isfinite(decoded).all() and decoded.shape == (1, 3, 32, 32)
+    # endless (8 images: an epoch is 2 batches), the same seeded order on every run
+    first, again = teacher_batches(renderer, "data/teacher_tf", 4, seed=0), teacher_batches(renderer, "data/teacher_tf", 4, seed=0)
+    for _ in range(5):
+        a, b = next(first), next(again)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1].prompt_embeds, b[1].prompt_embeds)
+
+    run_score(params, "data/score_tf")
+    sel = json.loads((root / "data" / "score_tf" / "selection.json").read_text())
+    assert sel["algorithm"] == "tinyfusion" and len(sel["blocks"]) == 1
+    group = sel["trials"][0]
+    assert sum(group["probabilities"]) == pytest.approx(1.0) and len(group["masks"]) == 2  # C(2, 1)
+    dropped = [b for b in group["blocks"] if b not in group["masks"][group["best"]]]
+    assert sel["blocks"] == dropped

@@ -272,6 +272,10 @@ def _tinyfusion(params, blocks, probe: Probe, renderer, tracker) -> algos.Select
     m = probe.measure(result.removed, desc="tinyfusion")
     out = algos.Selection("tinyfusion", list(result.removed), m.cmmd, m.clip_score, m.removed_params)
     out.trials = [{"group": i, **g} for i, g in enumerate(result.groups)]
+    if tracker is not None:  # the learned distribution: every candidate mask with its probability
+        tracker.log_table([{"group": i, "dropped": [b for b in g["blocks"] if b not in mask], "probability": p}
+                           for i, g in enumerate(result.groups) for mask, p in zip(g["masks"], g["probabilities"])],
+                          "score/tinyfusion_masks.json")
     return out
 
 
