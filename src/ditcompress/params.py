@@ -21,7 +21,7 @@ from ditcompress.metrics.config import EvaluateConfig
 from ditcompress.models.presets import PRESETS
 from ditcompress.score.config import ScoreConfig
 from ditcompress.shapes.config import ShapesDataConfig
-from ditcompress.utils.config import Strict
+from ditcompress.utils.config import Strict, known
 from ditcompress.zoo.config import PretrainConfig
 
 
@@ -41,9 +41,7 @@ class ModelConfig(Strict):
     @classmethod
     def _known_preset(cls, name: str) -> str:
         """A name of `PRESETS`."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
-        return name
+        return known(name, PRESETS, "preset")
 
 
 class TrackingConfig(Strict):

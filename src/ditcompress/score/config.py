@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ditcompress.utils.config import Strict
+from ditcompress.utils.config import Strict, known
 
 # criterion -> what it measures per block (thesis 4.2.1; `damage` is the shapes world's ground truth)
 CRITERIA = {
@@ -58,16 +58,12 @@ class SelectionConfig(Strict):
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, name: str) -> str:
-        if name not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {name!r} (known: {', '.join(ALGORITHMS)})")
-        return name
+        return known(name, ALGORITHMS, "algorithm")
 
     @field_validator("criterion")
     @classmethod
     def _known_ranking(cls, name: str) -> str:
-        if name not in RANKINGS:
-            raise ValueError(f"unknown criterion {name!r} (known: {', '.join(RANKINGS)})")
-        return name
+        return known(name, RANKINGS, "criterion")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SelectionConfig":
@@ -102,8 +98,7 @@ class ScoreConfig(Strict):
     @classmethod
     def _known_criteria(cls, names: list[str]) -> list[str]:
         for name in names:
-            if name not in CRITERIA:
-                raise ValueError(f"unknown criterion {name!r} (known: {', '.join(CRITERIA)})")
+            known(name, CRITERIA, "criterion")
         if not names:
             raise ValueError("at least one criterion")
         return names
