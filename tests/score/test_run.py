@@ -204,3 +204,26 @@ def test_tinyfusion_learns_its_masks_on_the_generated_set(world, monkeypatch):
     assert sum(group["probabilities"]) == pytest.approx(1.0) and len(group["masks"]) == 2  # C(2, 1)
     dropped = [b for b in group["blocks"] if b not in group["masks"][group["best"]]]
     assert sel["blocks"] == dropped
+
+
+def test_a_student_is_scored_with_its_teacher_ids_and_the_teachers_parameter_count(world, monkeypatch):
+    """Later rounds score a saved student: its surviving blocks keep teacher ids, fractions are of the teacher."""
+    from ditcompress.compress.student import save_student
+
+    root, raw = world
+    monkeypatch.chdir(root)
+    teacher = Renderer.load("models/shapes/pixart", "pixart", for_preset(
+        params_with(raw).generate, get_preset("shapes-pixart"))).pipeline.transformer
+    student, record = remove_blocks(teacher, ["0"])
+    save_student(student, root / "students" / "score_drop0", record)
+    params = _score(raw, student="students/score_drop0", criteria=["magnitude", "metric"],
+                    modification="svd", selection={"algorithm": "greedy", "k": 1})
+    run_score(params, "data/score_student")
+    imp = json.loads((root / "data" / "score_student" / "importance.json").read_text())
+    sel = json.loads((root / "data" / "score_student" / "selection.json").read_text())
+    total = sum(p.numel() for p in teacher.parameters())
+    assert imp["blocks"] == ["1"] and imp["teacher_params"] == total
+    assert imp["model_params"] == sum(p.numel() for p in student.parameters())
+    assert sel["blocks"] == ["1"]
+    assert sel["kept_fraction"] == pytest.approx((imp["model_params"] - sel["removed_params"]) / total)
+    assert sel["model_kept_fraction"] == pytest.approx(imp["model_params"] / total)

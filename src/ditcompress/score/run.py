@@ -293,6 +293,8 @@ def _figures(importance: dict, chosen: dict, probe: Probe, blocks: list[str], pl
     prompts, seeds = list(probe.reference.prompts[:n]), probe.seeds[:n]
     base = probe.render(prompts, seeds)
     for modification in ("remove", "svd"):
+        if modification == "remove" and len(blocks) < 2:
+            continue  # a one-block model cannot lose its block
         rows = {"teacher": list(base)}
         for b in progress(blocks, desc=f"strip {modification}", unit="block"):
             with modified(probe.transformer, [b], modification, probe.c_fixed):
