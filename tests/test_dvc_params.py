@@ -47,6 +47,11 @@ READS = {
     "score": ["model", "data.shapes", "score", "evaluate",
               *(f"generate.{k}" for k in GenerateConfig.model_fields
                 if k not in (*_GENERATE_DATASET_ONLY, "batch_size"))],
+    # run_compress(params): compress.*; the score stage's probe (build_probe) on its reference
+    # prompts: score.prompts/seed/batch_size/device, the renderer's generate keys, evaluate.*
+    "compress": ["model", "compress", "score.prompts", "score.seed", "score.batch_size", "score.device", "evaluate",
+                 *(f"generate.{k}" for k in GenerateConfig.model_fields
+                   if k not in (*_GENERATE_DATASET_ONLY, "batch_size"))],
 }
 # Not in READS although run_stage reads them for every stage: `tracking.experiment` only names
 # the MLflow experiment, and the global RNGs seeded from `seed` are not drawn from by caption,

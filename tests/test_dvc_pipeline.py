@@ -21,7 +21,7 @@ from PIL import Image
 
 from .shrunk import REPO, shrunk_params
 
-STAGES = ("shapes_data", "pretrain", "caption", "generate", "evaluate", "score")
+STAGES = ("shapes_data", "pretrain", "caption", "generate", "evaluate", "score", "compress")
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
@@ -109,6 +109,9 @@ def _check_score(root: Path, env: dict) -> None:
     out = _run(["dvc", "plots", "show", "--json"], root, env)
     shown = json.loads(out[out.index("{"):])["data"]
     assert any(k.endswith("strip_remove.png") for k in shown) and "Weight magnitude (eq 4.2)" in shown
+    # compress builds the student of that selection: its figures are the selection's
+    compressed = json.loads((root / "metrics" / "compress.json").read_text())
+    assert compressed["cmmd"] == pytest.approx(sel["cmmd"], rel=1e-9) and compressed["blocks"] == len(sel["blocks"])
 
 
 @pytest.mark.slow

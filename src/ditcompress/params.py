@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from ditcompress.compress.config import CompressConfig
 from ditcompress.data.config import CaptionConfig, GenerateConfig
 from ditcompress.errors import UserError
 from ditcompress.metrics.config import EvaluateConfig
@@ -62,6 +63,7 @@ class Params(Strict):
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     score: ScoreConfig = ScoreConfig()
+    compress: CompressConfig = CompressConfig()
 
 
 def _format_error(err: dict[str, Any], source: str) -> str:

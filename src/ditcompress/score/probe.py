@@ -133,12 +133,17 @@ class Probe:
             removed = before - n_params(model)
             images = self.render(list(self.reference.prompts), self.seeds, desc=desc)
         self.evaluations += 1
-        cmmd = self.cmmd_ev.run(images, reference=self.reference)["cmmd"]
-        clip = self.clip_ev.run(images, list(self.reference.prompts))["clip_score"]
-        m = Measurement(float(cmmd), float(clip), int(removed))
+        cmmd, clip = self.score_images(images)
+        m = Measurement(cmmd, clip, int(removed))
         self._cache[key] = m.to_json()
         self._write_cache()
         return m
+
+    def score_images(self, images: np.ndarray) -> tuple[float, float]:
+        """(CMMD against the reference images, CLIP score against the prompts) of one image per prompt."""
+        cmmd = self.cmmd_ev.run(images, reference=self.reference)["cmmd"]
+        clip = self.clip_ev.run(images, list(self.reference.prompts))["clip_score"]
+        return float(cmmd), float(clip)
 
     def geneval(self, blocks=(), *, desc: str | None = None) -> float:
         """GenEval overall with `blocks` modified (the measured damage's ground truth)."""

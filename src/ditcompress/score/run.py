@@ -109,14 +109,14 @@ def run_score(params, out_dir: str | Path = "data/score", tracker=None, plots_di
     return summary
 
 
-def build_probe(params, out_dir: str | Path, before_work=None) -> Probe:
+def build_probe(params, out_dir: str | Path | None, before_work=None) -> Probe:
     """The model of `score.student` (or the teacher) in its pipeline, ready to measure block subsets.
 
     `before_work(block ids)` runs once the blocks are known and before anything is rendered
     (the stage checks the selection there and empties its folders). The memo lives in
-    `<out_dir>/measurements.json`, keyed by everything that decides a measurement.
+    `<out_dir>/measurements.json`, keyed by everything that decides a measurement (None: no memo).
     """
-    cfg, ev, out = params.score, params.evaluate, Path(out_dir)
+    cfg, ev = params.score, params.evaluate
     preset = teacher_preset(params.model)
     gen = for_preset(params.generate.model_copy(update={"batch_size": cfg.batch_size}), preset)
     renderer = load_model(preset, cfg.student, gen, resolve_device(cfg.device))
@@ -142,7 +142,7 @@ def build_probe(params, out_dir: str | Path, before_work=None) -> Probe:
                        "geneval": geneval and geneval.items(), "damage_images": cfg.damage_images_per_prompt})
     probe = Probe(renderer, reference, seeds, cmmd=cmmd, clip_score=clip, modification=cfg.modification,
                   c_fixed=cfg.c_fixed, geneval=geneval, geneval_seed=cfg.seed,
-                  cache_file=out / "measurements.json", context=context)
+                  cache_file=None if out_dir is None else Path(out_dir) / "measurements.json", context=context)
     return probe
 
 
