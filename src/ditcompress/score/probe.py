@@ -121,7 +121,8 @@ class Probe:
             return
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.cache_file) as f:
-            f.write(json.dumps({"context": self.context, "entries": self._cache}, indent=1).encode())
+            # sorted: the file's bytes (a DVC output) do not depend on the order subsets were visited
+            f.write(json.dumps({"context": self.context, "entries": self._cache}, indent=1, sort_keys=True).encode())
 
     def measure(self, blocks=(), *, desc: str | None = None) -> Measurement:
         """CMMD against the reference images and CLIP score against the prompts, `blocks` modified."""

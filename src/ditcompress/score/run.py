@@ -16,6 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ditcompress.data.config import fingerprint, for_preset
 from ditcompress.data.shards import atomic_write
 from ditcompress.errors import UserError
@@ -52,6 +54,14 @@ IMPORTANCE = {
 
 def _digest(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _images_digest(images) -> str:
+    """Content digest of an image set: the memo must not depend on where the checkout lives."""
+    h = hashlib.sha1()
+    for im in images:
+        h.update(np.ascontiguousarray(im).tobytes())
+    return h.hexdigest()
 
 
 def _clean(out: Path) -> None:
@@ -137,7 +147,7 @@ def build_probe(params, out_dir: str | Path | None, before_work=None) -> Probe:
         geneval = get_evaluator("geneval", **options)
     context = _digest({"teacher": model_digest(preset.pretrained), "student": cfg.student and model_digest(cfg.student),
                        "sampler": {k: v for k, v in fingerprint(gen).items() if k not in DATASET_ONLY},
-                       "prompts": list(reference.prompts), "seeds": seeds, "reference": reference.id,
+                       "prompts": list(reference.prompts), "seeds": seeds, "reference": _images_digest(reference.images),
                        "cmmd": evaluator_options("cmmd", ev), "clip": evaluator_options("clip_score", ev),
                        "geneval": geneval and geneval.items(), "damage_images": cfg.damage_images_per_prompt})
     probe = Probe(renderer, reference, seeds, cmmd=cmmd, clip_score=clip, modification=cfg.modification,
