@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from ditcompress.utils.logging import get_logger
-
-log = get_logger(__name__)
-
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
     """At least float32 (bf16 features are summed in float32; float64 stays float64)."""
