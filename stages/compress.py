@@ -1,7 +1,8 @@
 """Stage `compress`: the student of one operator on the score stage's blocks, before retraining.
 
     dvc repro compress                                    # remove the blocks score selected
-    dvc exp run -S compress.method=svd -S compress.ratio=0.6
+    dvc exp run -S compress.method=svd -S compress.ratio=0.6   # or attention_dominant, -S compress.ranks=...
+    dvc exp run -S compress.method=grasp                  # SVD keeping the singular values of largest gradient
     dvc exp run -S 'compress.blocks=["3","4"]'            # blocks by hand (score is not consulted)
 
 Output: models/students/compressed (safetensors + compression.json); metrics/compress.json.

@@ -59,3 +59,23 @@ def world(tmp_path_factory):
                      "clip_path": "models/shapes/clip", "geneval": {"images_per_prompt": 2}},
     }
     return root, raw
+
+
+@pytest.fixture(scope="session")
+def teacher_set(world):
+    """The world's caption and generate stages' outputs (8 teacher images): `distill.laion` / `distill.domain`."""
+    from ditcompress.data.caption import run_caption
+    from ditcompress.data.config import for_preset
+    from ditcompress.data.generate import run_generate
+    from ditcompress.models.presets import get_preset
+
+    from .shrunk import params_with
+
+    root, raw = world
+    params = params_with(raw)
+    run_caption(params.caption.model_copy(update={"shard_size": 16, "captioner": "scene"}),
+                root / "data" / "shapes" / "train", root / "data" / "captions_set")
+    gen = for_preset(params.generate.model_copy(update={"num_images": 8, "shard_size": 4}), get_preset("shapes-pixart"))
+    run_generate(gen, root / "data" / "captions_set", root / "models" / "shapes" / "pixart", "pixart",
+                 root / "data" / "teacher_set")
+    return {"laion": "data/captions_set", "domain": "data/teacher_set"}
