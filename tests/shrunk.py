@@ -33,6 +33,9 @@ SHRINK = {
     # the shrunken PixArt teacher has 2 blocks: remove one; the reference set has 8 images
     "score": {"prompts": 8, "cka_prompts": 2, "batch_size": 8, "damage_images_per_prompt": 1,
               "selection": {"k": 1, "n_trials": 3}},
+    # a few steps of each phase of the default protocol
+    "distill": {"steps": {"local": 2, "global": 3, "domain": 2}, "batch_size": 4, "sample_prompts": 2,
+                "checkpoint_every": 2},
 }
 
 

@@ -52,6 +52,11 @@ READS = {
     "compress": ["model", "compress", "score.prompts", "score.seed", "score.batch_size", "score.device", "evaluate",
                  *(f"generate.{k}" for k in GenerateConfig.model_fields
                    if k not in (*_GENERATE_DATASET_ONLY, "batch_size"))],
+    # run_distill(params): the preset and the teacher pipeline's for_preset(params.generate) (text
+    # length, dtype; prompt batches); distill.*; the "LAION" images at caption.source (read as
+    # caption.source_format); the sample grid's prompts from evaluate.reference(_captions)
+    "distill": ["model", "generate", "distill", "caption.source", "caption.source_format", "evaluate.reference",
+                "evaluate.reference_captions"],
 }
 # Not in READS although run_stage reads them for every stage: `tracking.experiment` only names
 # the MLflow experiment, and the global RNGs seeded from `seed` are not drawn from by caption,

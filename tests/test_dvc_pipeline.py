@@ -21,7 +21,7 @@ from PIL import Image
 
 from .shrunk import REPO, shrunk_params
 
-STAGES = ("shapes_data", "pretrain", "caption", "generate", "evaluate", "score", "compress")
+STAGES = ("shapes_data", "pretrain", "caption", "generate", "evaluate", "score", "compress", "distill")
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
@@ -124,6 +124,14 @@ def test_repro_then_up_to_date(project):
     _check_generate(root, json.loads((root / "metrics" / "generate.json").read_text()))
     _check_evaluate(root, json.loads((root / "metrics" / "evaluate.json").read_text()))
     _check_score(root, env)
+    # evaluate scores the students of compress and distill next to the teacher, with their sizes
+    models = json.loads((root / "metrics" / "evaluate.json").read_text())
+    assert set(models) == {"teacher", "compressed", "distilled"}
+    assert models["teacher"]["kept_fraction"] == 1.0
+    assert models["distilled"]["params"] == models["compressed"]["params"] < models["teacher"]["params"]
+    assert models["distilled"]["kept_fraction"] == pytest.approx(models["distilled"]["params"] / models["teacher"]["params"])
+    assert json.loads((root / "metrics" / "distill.json").read_text())["steps"] == 7
+    assert (root / "plots" / "distill" / "samples.png").is_file()
     assert all(r.data.tags["dvc.exp_name"] == "workspace" for r in _stage_runs(root))
 
 

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ditcompress.compress.config import CompressConfig
+from ditcompress.distill.config import DistillConfig
 from ditcompress.data.config import CaptionConfig, GenerateConfig
 from ditcompress.errors import UserError
 from ditcompress.metrics.config import EvaluateConfig
@@ -64,6 +65,7 @@ class Params(Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     score: ScoreConfig = ScoreConfig()
     compress: CompressConfig = CompressConfig()
+    distill: DistillConfig = DistillConfig()
 
 
 def _format_error(err: dict[str, Any], source: str) -> str:

@@ -35,6 +35,7 @@ from ditcompress.data.shards import atomic_write, seed_for
 from ditcompress.errors import UserError
 from ditcompress.metrics.base import ImageSet, MetricsError, resolve_device
 from ditcompress.metrics.registry import build_evaluators, evaluate
+from ditcompress.models.accounting import teacher_parameters
 from ditcompress.models.presets import teacher_preset
 from ditcompress.sampling import Renderer, image_seeds
 from ditcompress.utils.digest import model_digest
@@ -164,6 +165,16 @@ def load_model(preset, student: str | None, cfg: GenerateConfig, device):
     return Renderer.load(preset.pretrained, preset.family, cfg, device, transformer=transformer)
 
 
+def _size(student: str | None, total: int) -> dict[str, float]:
+    """The model's parameter count and its fraction of the teacher's (a student's from its config, no weights read)."""
+    if student is None:
+        return {"params": total, "kept_fraction": 1.0}
+    from ditcompress.compress.student import build_student
+
+    n = sum(p.numel() for p in build_student(student).parameters())
+    return {"params": n, "kept_fraction": n / total}
+
+
 def shapes_overrides(params, preset, metrics) -> dict[str, dict]:
     """The shapes world's exact detector for GenEval and DPG (it knows the world's vocabulary, data.shapes)."""
     cfg, overrides = params.evaluate, {}
@@ -195,6 +206,7 @@ def run_evaluate(params, out_dir: str | Path = "data/eval", tracker=None,
 
     sampler = {k: v for k, v in fingerprint(gen).items() if k not in ("num_images", "shard_size", "image_format")}
     models = {"teacher": None, **cfg.students}
+    total = teacher_parameters(preset)
     results: dict[str, dict[str, float]] = {}
     for name, student in models.items():
         folder = out_dir / name
@@ -218,6 +230,7 @@ def run_evaluate(params, out_dir: str | Path = "data/eval", tracker=None,
                 on_grid(f"{name}_{group}", grid)
         values = evaluate(evaluators, image_dir=folder, prompts=reference.prompts if reference else None,
                           reference=reference)
+        values.update(_size(student, total))
         results[name] = values
         log.info("evaluate: %s: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())))
     return results
