@@ -210,7 +210,7 @@ def distill(setup: Setup, cfg: DistillConfig, sets: dict[str, TeacherData], chec
                 bar.set_postfix(loss=f"{values['distill/loss']:.4f}", refresh=False)
                 window, window_start, window_steps = {}, time.perf_counter(), 0
             if done % cfg.checkpoint_every == 0 or step == steps - 1 or done == stop_after:
-                _checkpoint(acc, checkpoint_dir, model, ema, opt, sched, g, key,
+                _checkpoint(acc, checkpoint_dir, wrapped, ema, opt, sched, g, key,
                             p_index if step < steps - 1 else p_index + 1, step + 1 if step < steps - 1 else 0, done)
                 last_good = done
             if done == stop_after:
@@ -224,10 +224,11 @@ def distill(setup: Setup, cfg: DistillConfig, sets: dict[str, TeacherData], chec
     return out
 
 
-def _checkpoint(acc, directory, model, ema, opt, sched, g, key, phase, step, done) -> None:
+def _checkpoint(acc, directory, wrapped, ema, opt, sched, g, key, phase, step, done) -> None:
     acc.wait_for_everyone()
+    weights = acc.get_state_dict(wrapped)  # every rank takes part: FSDP gathers the shards here
     if acc.is_main_process:
-        save_checkpoint(directory, student=_float_state(model), ema=None if ema is None else _float_state(ema),
+        save_checkpoint(directory, student={k: v.detach().cpu() for k, v in weights.items()}, ema=None if ema is None else _float_state(ema),
                         optimizer=opt.state_dict(), scheduler=sched.state_dict(), generator=g.get_state(),
                         state={"key": key, "phase": phase, "step": step, "done": done})
     acc.wait_for_everyone()
