@@ -224,3 +224,14 @@ def test_the_stage_distils_the_compressed_student_and_refuses_another_teachers(w
         run_distill(params_with(raw, distill={**distill, "student": "students/kd_other"}), "students/x", "data/x")
     with pytest.raises(UserError, match=r"^distill.student: students/none: student directory not found"):
         run_distill(params_with(raw, distill={**distill, "student": "students/none"}), "students/x", "data/x")
+
+
+def test_gradient_checkpointing_trains_the_same_weights(world, tmp_path):
+    root, raw = world
+    cfg = _cfg(raw, steps={"local": 0, "global": 2, "domain": 0}, ema_decay=0.0)
+    plain = _state(distill(_setup(root), cfg, {"laion": _data()}, tmp_path / "a"))
+    setup = _setup(root)
+    checkpointed = _state(distill(setup, cfg.model_copy(update={"gradient_checkpointing": True}),
+                                  {"laion": _data()}, tmp_path / "b"))
+    assert setup.student.gradient_checkpointing  # diffusers' flag, set by the loop
+    assert all(torch.equal(plain[k], checkpointed[k]) for k in plain)
