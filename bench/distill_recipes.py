@@ -5,6 +5,7 @@
 Each run: `run_distill` with the default params and the given `distill:` overrides (JSON), then
 GenEval of the result at evaluate.geneval.images_per_prompt (4) through the evaluate stage's
 code. Work goes to bench/out/distill/<name>; figures are printed as one table at the end.
+`{"model": {"preset": "shapes-flux"}}` in a run's JSON switches the teacher.
 """
 
 import argparse
@@ -38,7 +39,8 @@ def main():
         summary = run_distill(parse_params(raw), out / "student", out / "work", None, plots_dir=out)
         seconds = time.time() - started
         raw["evaluate"] = {**raw["evaluate"], "metrics": args.metrics, "students": {name: str(out / "student")}}
-        values = run_evaluate(parse_params(raw), out / "eval")[name]
+        # one folder for all runs: the teacher's images render once, each student's under its name
+        values = run_evaluate(parse_params(raw), Path("bench/out/distill/eval"))[name]
         rows.append({"run": name, **over, "kept": round(summary["kept_fraction"], 3), "seconds": round(seconds),
                      **{k: round(v, 4) for k, v in values.items() if not k.startswith("geneval_")}})
         print(json.dumps(rows[-1]), flush=True)
