@@ -6,8 +6,9 @@
     accelerate launch --num_processes 2 stages/distill.py            # DDP (GPUs, or --cpu processes)
     accelerate launch --config_file configs/accelerate/fsdp_flux.yaml stages/distill.py   # FLUX.1-dev
 
-Output: models/students/distilled (safetensors + compression.json); data/distill (cached
-encodings and the resumable checkpoint); plots/distill/samples.png; metrics/distill.json.
+Output: models/students/distilled (safetensors + compression.json); data/distill (the cached
+encodings); plots/distill; metrics/distill.json. A killed run's checkpoint waits in
+checkpoints/distill/<digest> (distill.checkpoint_dir) for the next run with the same settings.
 """
 
 from pathlib import Path

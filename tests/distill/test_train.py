@@ -216,6 +216,15 @@ def test_the_stage_distils_the_compressed_student_and_refuses_another_teachers(w
     assert (root / "plots_t" / "samples.png").is_file()
     assert {p.name for p in (root / "data" / "distill_t" / "cache").iterdir()} == {
         "laion.safetensors", "laion.json", "domain.safetensors", "domain.json"}
+    assert not any((root / "checkpoints" / "distill").iterdir())  # a finished run leaves no checkpoint
+
+    # killed after its third step, the stage resumes from its checkpoint folder
+    run_distill(params_with(raw, distill=distill), "students/kd_out2", "data/distill_t", stop_after=3)
+    assert len(list((root / "checkpoints" / "distill").iterdir())) == 1
+    run_distill(params_with(raw, distill=distill), "students/kd_out2", "data/distill_t")
+    assert not any((root / "checkpoints" / "distill").iterdir())
+    again = load_student(root / "students" / "kd_out2").state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in out.state_dict().items())
 
     record.teacher = "models/elsewhere/transformer"
     save_student(student, "students/kd_other", record)

@@ -59,6 +59,12 @@ def save_checkpoint(directory: str | Path, *, student: dict, ema: dict | None, o
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    # fresh allocations: kernels on mmap'd, unaligned tensors can round differently from a run
+    # that never stopped (the optimiser keeps the loaded state tensors as they are)
+    return {k: v.clone() for k, v in load_file(path).items()}
+
+
 def load_checkpoint(directory: str | Path) -> dict | None:
     """The checkpoint in `directory` (or the one a kill left at `<directory>.old`), None when there is none."""
     directory = Path(directory)
@@ -66,8 +72,8 @@ def load_checkpoint(directory: str | Path) -> dict | None:
         if (where / STATE).is_file():
             state = json.loads((where / STATE).read_text())
             ema = where / "ema.safetensors"
-            return {"state": state, "student": load_file(where / "student.safetensors"),
-                    "ema": load_file(ema) if ema.is_file() else None,
-                    "optimizer": _join_optimizer(load_file(where / "optimizer.safetensors"), state["optimizer"]),
-                    "scheduler": state["scheduler"], "generator": load_file(where / "rng.safetensors")["generator"]}
+            return {"state": state, "student": _load(where / "student.safetensors"),
+                    "ema": _load(ema) if ema.is_file() else None,
+                    "optimizer": _join_optimizer(_load(where / "optimizer.safetensors"), state["optimizer"]),
+                    "scheduler": state["scheduler"], "generator": _load(where / "rng.safetensors")["generator"]}
     return None

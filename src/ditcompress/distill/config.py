@@ -95,6 +95,8 @@ class DistillConfig(Recipe):
     laion: str = Field("data/captions", min_length=1)  # captions of `caption.source` (the "LAION" set)
     domain: str = Field("data/teacher", min_length=1)  # the generate stage's teacher-generated set
     checkpoint_every: int = Field(500, ge=1, le=10_000_000)
+    # one folder per run (settings and inputs) under it, not a DVC output (distill.stage.checkpoint_dir)
+    checkpoint_dir: str = Field("checkpoints/distill", min_length=1)
     log_every: int = Field(25, ge=1, le=100_000)  # MLflow: means over this many steps
     gradient_checkpointing: bool = False
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")

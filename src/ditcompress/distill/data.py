@@ -81,6 +81,11 @@ def _unpack(tensors: dict[str, torch.Tensor]) -> TeacherData:
     return TeacherData(tensors["latents"], cond("captions"), tensors["caption_index"], cond("empty"))
 
 
+def _read(file: Path) -> TeacherData:
+    # fresh allocations: kernels on mmap'd, unaligned tensors can round differently
+    return _unpack({k: v.clone() for k, v in load_file(file).items()})
+
+
 def cached_set(name: str, items: tuple[list[str], callable, list[str]], renderer, cache_dir: str | Path,
                context: dict) -> TeacherData:
     """The set's latents and caption embeddings, from `<cache_dir>/<name>.safetensors` when its key matches.
@@ -94,7 +99,7 @@ def cached_set(name: str, items: tuple[list[str], callable, list[str]], renderer
     file, key_file = cache_dir / f"{name}.safetensors", cache_dir / f"{name}.json"
     if file.is_file() and key_file.is_file() and json.loads(key_file.read_text()) == key:
         log.info("distill: %s set: %d items from the cache %s", name, len(ids), file)
-        return _unpack(load_file(file))
+        return _read(file)
     pipe = renderer.pipeline
     latents = []
     for s in progress(range(0, len(ids), ENCODE_BATCH), desc=f"encode {name} images", unit="batch"):
@@ -115,4 +120,4 @@ def cached_set(name: str, items: tuple[list[str], callable, list[str]], renderer
     tmp.replace(file)
     key_file.write_text(json.dumps(key, indent=2) + "\n")
     log.info("distill: %s set: encoded %d images and %d distinct captions", name, len(ids), len(distinct))
-    return data
+    return _read(file)  # as a later run reads it: the same tensors, laid out alike

@@ -4,12 +4,16 @@
 
 It loads the teacher pipeline and the compress stage's student, encodes the protocol's data sets
 once (`distill.data`), trains through the phases (`distill.train`), saves the student with its
-compression record, and renders a teacher | student grid on reference prompts.
+compression record, and renders a teacher | student grid on reference prompts. The checkpoint of
+an unfinished run lives in `distill.checkpoint_dir`, one folder per settings and inputs, and is
+removed once the student is saved.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +31,19 @@ from ditcompress.utils.digest import model_digest
 from ditcompress.utils.logging import get_logger
 
 log = get_logger(__name__)
+
+
+def checkpoint_dir(cfg, key: dict) -> Path:
+    """`<distill.checkpoint_dir>/<digest of the settings and inputs>`: one folder per run.
+
+    Outside DVC's outputs on purpose: `dvc exp run` restores a stage's outputs to the baseline
+    before it runs, which would replace a killed experiment's checkpoint with the baseline's.
+    """
+    from ditcompress.distill.train import NOT_IN_KEY
+
+    settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_KEY}
+    digest = hashlib.sha256(json.dumps({**key, "settings": settings}, sort_keys=True).encode()).hexdigest()
+    return Path(cfg.checkpoint_dir) / digest[:16]
 
 
 def load_setup(params, renderer, student_dir: str | Path, cfg):
@@ -90,8 +107,8 @@ def run_distill(params, out_dir: str | Path, work_dir: str | Path = "data/distil
              ", ".join(f"{p} {n} steps on {d}" for p, d, _, n in phases))
     started = time.perf_counter()
     history: list[dict] = []
-    student = distill(setup, cfg, sets, Path(work_dir) / "checkpoint", tracker, key=key, stop_after=stop_after,
-                      history=history)
+    ckpt = checkpoint_dir(cfg, key)
+    student = distill(setup, cfg, sets, ckpt, tracker, key=key, stop_after=stop_after, history=history)
     seconds = time.perf_counter() - started
     if stop_after is not None:
         return {}
@@ -99,6 +116,7 @@ def run_distill(params, out_dir: str | Path, work_dir: str | Path = "data/distil
 
     if PartialState().is_main_process:
         save_student(student.to("cpu"), out_dir, setup.record)
+        shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete: its student is saved
         if plots_dir is not None:
             Path(plots_dir).mkdir(parents=True, exist_ok=True)
             # the steps this invocation ran (a resumed run: those after the checkpoint)

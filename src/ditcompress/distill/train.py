@@ -36,7 +36,7 @@ log = get_logger(__name__)
 
 
 # settings that do not change the trained weights: a resumed run may change them
-NOT_IN_KEY = {"checkpoint_every", "log_every", "sample_prompts", "device"}
+NOT_IN_KEY = {"checkpoint_every", "checkpoint_dir", "log_every", "sample_prompts", "device"}
 
 
 class TrainingDiverged(UserError):
