@@ -118,7 +118,8 @@ def distill(setup: Setup, cfg: DistillConfig, sets: dict[str, TeacherData], chec
     """Run the protocol's phases; returns the student to save (its EMA when `cfg.ema_decay` > 0).
 
     A checkpoint is resumed only when it was written with the same settings and `key` (what else
-    identifies the run: teacher, student, data). `stop_after` ends the call after that many global steps, as a kill would (tests).
+    identifies the run: teacher, student, data). `history` receives one row per logged window.
+    `stop_after` ends the call after that many global steps, as a kill would (tests).
     """
     from accelerate import Accelerator
 
