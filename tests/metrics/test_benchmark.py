@@ -84,10 +84,17 @@ def test_model_geneval_is_the_evaluate_stage_figure(world, monkeypatch):
     staged = run_evaluate(params, "data/eval_geneval")
     ev = get_evaluator("geneval", metadata="data/shapes/eval/geneval_metadata.jsonl", images_per_prompt=2,
                        device="cpu")
-    assert model_geneval(renderer, ev, params.generate.seed) == staged["teacher"]
+    sizes = ("params", "kept_fraction")  # the stage adds each model's size to its metrics
+    scores = {name: {k: v for k, v in values.items() if k not in sizes} for name, values in staged.items()}
+    assert model_geneval(renderer, ev, params.generate.seed) == scores["teacher"]
     with renderer.using(student):
-        assert model_geneval(renderer, ev, params.generate.seed) == staged["drop0"]
+        assert model_geneval(renderer, ev, params.generate.seed) == scores["drop0"]
     assert renderer.pipeline.transformer is not student  # restored on exit
+    teacher_n = sum(p.numel() for p in renderer.pipeline.transformer.parameters())
+    student_n = sum(p.numel() for p in student.parameters())
+    assert staged["teacher"]["params"] == teacher_n and staged["teacher"]["kept_fraction"] == 1.0
+    assert staged["drop0"]["params"] == student_n < teacher_n
+    assert staged["drop0"]["kept_fraction"] == pytest.approx(student_n / teacher_n, rel=1e-12)
 
 
 def test_other_sampler_settings_render_anew(world, monkeypatch):
