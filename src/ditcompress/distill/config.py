@@ -34,6 +34,15 @@ PROTOCOLS: dict[str, tuple[tuple[str, str, str], ...]] = {
 PHASES = ("local", "global", "domain")
 
 
+def _named_counts(values: dict, names, what: str, noun: str) -> dict:
+    """`values` when every key is one of `names` and every value >= 0; else the one-line error."""
+    for name, value in values.items():
+        known(name, names, what)
+        if value < 0:
+            raise ValueError(f"{name}: {noun} must be >= 0 (got {value})")
+    return values
+
+
 class Recipe(Strict):
     """Optimisation settings; each one params.yaml leaves unset comes from the teacher's preset."""
 
@@ -56,11 +65,7 @@ class Recipe(Strict):
     @field_validator("steps")
     @classmethod
     def _steps(cls, steps: dict[str, int]) -> dict[str, int]:
-        for phase, n in steps.items():
-            known(phase, PHASES, "phase")
-            if n < 0:
-                raise ValueError(f"{phase}: phase steps must be >= 0 (got {n})")
-        return steps
+        return _named_counts(steps, PHASES, "phase", "phase steps")
 
     @model_validator(mode="after")
     def _optimizer_shapes(self) -> "Recipe":
@@ -116,11 +121,7 @@ class DistillConfig(Recipe):
     @field_validator("weights")
     @classmethod
     def _weights(cls, weights: dict[str, float]) -> dict[str, float]:
-        for term, value in weights.items():
-            known(term, TERMS, "loss term")
-            if value < 0:
-                raise ValueError(f"{term}: loss weights must be >= 0 (got {value})")
-        return weights
+        return _named_counts(weights, TERMS, "loss term", "loss weights")
 
     @model_validator(mode="after")
     def _optimizer_shapes(self) -> "DistillConfig":
