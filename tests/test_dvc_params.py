@@ -57,6 +57,10 @@ READS = {
     # caption.source_format); the sample grid's prompts from evaluate.reference(_captions)
     "distill": ["model", "generate", "distill", "caption.source", "caption.source_format", "evaluate.reference",
                 "evaluate.reference_captions"],
+    # run_schedule(params): schedule.*; each round's probe (build_probe, as compress), run_distill
+    # (as distill) and run_evaluate (as evaluate: data.shapes, evaluate.*, the generate keys)
+    "schedule": ["model", "data.shapes", "schedule", "distill", "generate", "evaluate", "score.prompts", "score.seed",
+                 "score.batch_size", "score.device", "caption.source", "caption.source_format"],
 }
 # Not in READS although run_stage reads them for every stage: `tracking.experiment` only names
 # the MLflow experiment, and the global RNGs seeded from `seed` are not drawn from by caption,

@@ -21,6 +21,7 @@ from ditcompress.data.config import CaptionConfig, GenerateConfig
 from ditcompress.errors import UserError
 from ditcompress.metrics.config import EvaluateConfig
 from ditcompress.models.presets import PRESETS
+from ditcompress.schedule.config import ScheduleConfig
 from ditcompress.score.config import ScoreConfig
 from ditcompress.shapes.config import ShapesDataConfig
 from ditcompress.utils.config import Strict, known
@@ -66,6 +67,7 @@ class Params(Strict):
     score: ScoreConfig = ScoreConfig()
     compress: CompressConfig = CompressConfig()
     distill: DistillConfig = DistillConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
 
 def _format_error(err: dict[str, Any], source: str) -> str:

@@ -70,14 +70,20 @@ def load_setup(params, renderer, student_dir: str | Path, cfg):
 
 
 def run_distill(params, out_dir: str | Path, work_dir: str | Path = "data/distill", tracker=None,
-                plots_dir: str | Path | None = None, *, stop_after: int | None = None) -> dict:
-    """Distil `distill.student` from the teacher; save it to `out_dir`; return its summary metrics."""
+                plots_dir: str | Path | None = None, *, stop_after: int | None = None, student: str | None = None,
+                steps: dict[str, int] | None = None) -> dict:
+    """Distil `distill.student` from the teacher; save it to `out_dir`; return its summary metrics.
+
+    `student` and `steps` replace `distill.student` and the recipe's phase steps (a schedule's round).
+    """
     from ditcompress.compress.student import save_student
     from ditcompress.distill.data import cached_set, domain_items, laion_items
     from ditcompress.distill.train import distill
     from ditcompress.metrics.base import resolve_device
 
     cfg = recipe_for(params.distill, params.model.preset)
+    override = {"student": student, "steps": steps}
+    cfg = cfg.model_copy(update={k: v for k, v in override.items() if v is not None})
     preset = teacher_preset(params.model)
     gen = for_preset(params.generate, preset)
     device = resolve_device(cfg.device)

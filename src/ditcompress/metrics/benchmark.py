@@ -190,8 +190,12 @@ def shapes_overrides(params, preset, metrics) -> dict[str, dict]:
 
 
 def run_evaluate(params, out_dir: str | Path = "data/eval", tracker=None,
-                 on_grid: Callable[[str, object], None] | None = None) -> dict[str, dict[str, float]]:
-    """Render and score the teacher and every configured student; {model: {metric: value}}."""
+                 on_grid: Callable[[str, object], None] | None = None,
+                 models: dict[str, str | None] | None = None) -> dict[str, dict[str, float]]:
+    """Render and score the teacher and every configured student; {model: {metric: value}}.
+
+    `models` ({name: student directory, None for the teacher}) replaces that list (a schedule's rounds).
+    """
     from ditcompress.utils.grid import sample_grid
 
     cfg, out_dir = params.evaluate, Path(out_dir)
@@ -205,7 +209,7 @@ def run_evaluate(params, out_dir: str | Path = "data/eval", tracker=None,
     groups = prompt_groups(evaluators, reference)
 
     sampler = {k: v for k, v in fingerprint(gen).items() if k not in ("num_images", "shard_size", "image_format")}
-    models = {"teacher": None, **cfg.students}
+    models = {"teacher": None, **cfg.students} if models is None else models
     total = teacher_parameters(preset)
     results: dict[str, dict[str, float]] = {}
     for name, student in models.items():

@@ -24,6 +24,7 @@ log = get_logger(__name__)
 
 PIPELINE_TAG = "ditcompress.pipeline"
 ROLE_TAG = "ditcompress.role"
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def repo_root() -> Path:
@@ -123,6 +124,18 @@ class StageRun:
 
             mlflow.log_image(image, name)
 
+    @contextmanager
+    def child(self, name: str, tags: dict[str, str] | None = None) -> Iterator["StageRun"]:
+        """A run nested under this one (a schedule's round); what is logged inside the block goes there."""
+        if not self.active:
+            yield StageRun(name, None, None)
+            return
+        import mlflow
+
+        with mlflow.start_run(run_name=name, nested=True, tags={**(tags or {}), ROLE_TAG: "round",
+                                                                  "stage": self.stage}) as run:
+            yield StageRun(self.stage, run.info.run_id, None)
+
     def write_metrics_file(self) -> None:
         """Write the summary metrics as the stage's DVC metrics file."""
         if self.metrics_path is not None and is_main_process():
@@ -173,6 +186,9 @@ def stage_run(stage: str, params: Params, sections: Sequence[str] = (),
     mlflow.set_tracking_uri(tracking_uri())
     experiment = mlflow.set_experiment(params.tracking.experiment)
     client = mlflow.MlflowClient()
+    if experiment.tags.get(KIND_TAG) != KIND:
+        # without a kind, mlflow ui (3.x) opens the experiment on its GenAI overview, not the runs table
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND)
     tags = _dvc_tags()
     parent = _parent_run_id(client, experiment.experiment_id, _pipeline_key(params), tags)
     with mlflow.start_run(run_name=stage, parent_run_id=parent, tags={**tags, "stage": stage, ROLE_TAG: "stage"}) as run:
