@@ -21,7 +21,7 @@ from PIL import Image
 
 from .shrunk import REPO, shrunk_params
 
-STAGES = ("shapes_data", "pretrain", "caption", "generate", "evaluate", "score", "compress", "distill")
+STAGES = ("shapes_data", "pretrain", "caption", "generate", "evaluate", "score", "compress", "distill", "schedule")
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
@@ -133,6 +133,30 @@ def test_repro_then_up_to_date(project):
     assert json.loads((root / "metrics" / "distill.json").read_text())["steps"] == 7
     assert (root / "plots" / "distill" / "samples.png").is_file()
     assert all(r.data.tags["dvc.exp_name"] == "workspace" for r in _stage_runs(root))
+    _check_schedule(root, env)
+
+
+def _check_schedule(root: Path, env: dict) -> None:
+    """One progressive round: its student, its row and figures, and its MLflow run under the stage's."""
+    from ditcompress.compress.student import load_student
+
+    summary = json.loads((root / "metrics" / "schedule.json").read_text())
+    rows = json.loads((root / "plots" / "schedule" / "rounds.json").read_text())
+    student = load_student(root / "models" / "students" / "schedule" / "round-1")
+    teacher_params = rows[0]["params"]
+    assert summary["rounds"] == 1 and [r["round"] for r in rows] == [0, 1] and summary["steps"] == 3
+    assert rows[1]["params"] == sum(p.numel() for p in student.parameters()) == summary["params"]
+    assert summary["kept_fraction"] == rows[1]["kept_fraction"] == rows[1]["params"] / teacher_params <= 0.8
+    assert {"geneval", "cmmd", "clip_score"} <= rows[1].keys()
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ditcompress")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (stage,) = [r for r in _stage_runs(root) if r.data.tags["stage"] == "schedule"]
+    (child,) = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{stage.info.run_id}'")
+    assert child.info.run_name == "round-1" and child.data.metrics["kept_fraction"] == summary["kept_fraction"]
+    out = _run(["dvc", "plots", "show", "--json"], root, env)
+    shown = json.loads(out[out.index("{"):])["data"]
+    assert "GenEval against the fraction of teacher parameters kept" in shown
 
 
 @pytest.mark.slow

@@ -121,9 +121,9 @@ def test_linear_progressive_applies_the_eq_4_16_ratios(world, teacher_set, monke
     ranked = detail["ranked"]
     # the ranking is eq 4.15 of the probed CMMDs, the ratios eq 4.16/4.19 on the sizes in that order
     assert ranked == sorted(ranked, key=lambda b: detail["cmmd"][b] / (sizes[b] * 0.6))
-    # the target is 0.999·N away: this last round removes only that, over the k = 2 blocks eq 4.21 allows
+    # the target is 0.999·N away: this last round removes only that
     want = linear_ratios([sizes[b] for b in ranked], s, 0.999 * n * total)
-    assert detail["N"] == pytest.approx(0.999 * n * total, rel=1e-12) and row["stopped"] == "last round: k=2"
+    assert detail["N"] == pytest.approx(0.999 * n * total, rel=1e-12) and row["stopped"] == "k=2"
     assert [row["ratios"][b] for b in ranked] == pytest.approx(want, rel=1e-12)
     # eq 4.9 rounds each layer's rank down: c·P ≤ removed < c·P + Σ(n + m) over the block's linears
     student = load_student(root / "out" / "l" / "round-1")
@@ -194,3 +194,27 @@ def test_unreachable_schedules_stop_before_any_work(world, teacher_set, monkeypa
     with pytest.raises(ScheduleError, match=message):
         run_schedule(params, "out/bad", "data/sched_bad")
     assert not (root / "ckpt" / "bad").exists() and not (root / "data" / "sched_bad").exists()
+
+
+def test_later_rounds_refit_k_within_eq_4_21_and_the_first_does_not(world, teacher_set, monkeypatch):
+    from ditcompress.schedule.run import _refit
+
+    p = [100, 100, 100, 100]
+    # N = 30 at S = 0.5: k = 4 needs N ≥ 100, k = 2 needs 50, so only one block fits: c_1 = N / P_1
+    assert _refit(p, 0.5, 30, 4, ScheduleError("x")) == (1, [0.3])
+    k, c = _refit(p, 0.5, 120, 2, ScheduleError("x"))  # k = 2 allows at most 100: the nearest k' is 3
+    assert k == 3 and c == pytest.approx(linear_ratios(p[:3], 0.5, 120), rel=1e-12)
+    with pytest.raises(ScheduleError, match="^x$"):
+        _refit(p, 0.5, 250, 2, ScheduleError("x"))  # more than S·ΣP of every block
+
+    root, raw = world
+    monkeypatch.chdir(root)
+    sizes = compressible(_teacher(root))
+    n = 0.2 * sum(sizes.values()) / _total(root)  # > S·ΣP at S = 0.1: the upper bound, in round 1
+    params = _params(raw, teacher_set, kind="linear_progressive", target=0.5, checkpoint_dir="ckpt/u",
+                     linear={"base_ratio": 0.1, "remove": n, "blocks": 2})
+    with pytest.raises(ScheduleError, match=r"^schedule.linear: linear ratios: N=\d+(\.\d+)? > S·ΣP = \d+(\.\d+)? "
+                                            r"for S=0.1, k=2 \(eq 4.21 upper bound.*\(blocks \d, \d\)$"):
+        run_schedule(params, "out/u", "data/sched_a")
+    (work,) = (root / "ckpt" / "u").iterdir()
+    assert not (work / "round-1").exists()  # ranked, nothing compressed

@@ -133,7 +133,7 @@ def plan_round(cfg, probe, total: int, offset: int, *, rounds_done: int) -> Roun
     """
     model = probe.transformer
     if cfg.kind == "linear_progressive":
-        return _plan_linear(cfg, probe, total, offset)
+        return _plan_linear(cfg, probe, total, offset, rounds_done)
     candidates = [b for b in probe.blocks if cfg.method == "remove" or b not in factorised(model)]
     stops = {"k": None, "cmmd_threshold": None} if cfg.kind == "one_shot" else \
         {"k": cfg.blocks_per_round, "cmmd_threshold": cfg.cmmd_threshold}
@@ -144,8 +144,13 @@ def plan_round(cfg, probe, total: int, offset: int, *, rounds_done: int) -> Roun
                      {"iterations": sel.iterations, "removed_params": sel.removed_params})
 
 
-def _plan_linear(cfg, probe, total: int, offset: int) -> RoundPlan:
-    """Eq 4.15 ranking of every block probed at c_fixed, then eq 4.16/4.19 ratios for the k least important."""
+def _plan_linear(cfg, probe, total: int, offset: int, rounds_done: int) -> RoundPlan:
+    """Eq 4.15 ranking of every block probed at c_fixed, then eq 4.16/4.19 ratios for the k least important.
+
+    The first round takes S, N and k as given: a violated eq 4.21 is the user's error. Later rounds
+    (the blocks compressed so far are smaller) and the last one (N cut to what reaches the target)
+    use the k' nearest k for which eq 4.21 holds, and say so in `stopped`.
+    """
     model = probe.transformer
     sizes = compressible(model)
     blocks = [b for b in probe.blocks if sizes[b] > 0]
@@ -155,32 +160,34 @@ def _plan_linear(cfg, probe, total: int, offset: int) -> RoundPlan:
     k = min(cfg.linear.blocks or len(ranked), len(ranked))
     s, n = cfg.linear.base_ratio, cfg.linear.remove * total
     needed = n_params(model) - cfg.target * total
-    fitted = ""
-    if needed < n:  # the last round removes only what is left to reach the target
-        n = needed
-        k, fitted = _fit_last(ranked, sizes, s, n, k)
-    if fitted == "single":
-        ratios = {ranked[0]: n / sizes[ranked[0]]}
-    else:
-        try:
-            c = linear_ratios([sizes[b] for b in ranked[:k]], s, n)
-        except ScheduleError as err:
+    last = needed < n
+    n = min(n, needed)  # the last round removes only what is left to reach the target
+    p = [sizes[b] for b in ranked]
+    try:
+        c, fitted = linear_ratios(p[:k], s, n), f"k={k}"
+    except ScheduleError as err:
+        if rounds_done == 0 and not last:
             raise ScheduleError(f"schedule.linear: {err} (blocks {', '.join(ranked[:k])})") from None
-        ratios = {b: r for b, r in zip(ranked[:k], c) if r > 0}
-    detail = {"cmmd": cmmd, "importance": score, "ranked": ranked, "P": {b: sizes[b] for b in ranked},
-              "S": s, "N": n, "k": k}
-    return RoundPlan(list(ratios), ratios, "svd", None, fitted or "N", detail)
+        k, c = _refit(p, s, n, k, err)
+        fitted = f"k={cfg.linear.blocks or len(ranked)} -> {k} (eq 4.21)"
+    ratios = {b: r for b, r in zip(ranked[:k], c) if r > 0}
+    detail = {"cmmd": cmmd, "importance": score, "ranked": ranked, "P": dict(zip(ranked, p)), "S": s, "N": n, "k": k}
+    return RoundPlan(list(ratios), ratios, "svd", None, fitted, detail)
 
 
-def _fit_last(ranked, sizes, s: float, n: float, k: int) -> tuple[int, str]:
-    """The largest k' ≤ k for which the last round's smaller N satisfies eq 4.21; else one block at N / P_1."""
-    for kk in range(k, 0, -1):
+def _refit(p: list[int], s: float, n: float, k: int, err: ScheduleError) -> tuple[int, list[float]]:
+    """The k' nearest k (ties: fewer) whose blocks satisfy eq 4.21 for S and N, with their ratios.
+
+    N below S·P_1 fits no k' ≥ 2: the least important block alone, by N / P_1 ≤ S.
+    """
+    for kk in sorted(range(2, len(p) + 1), key=lambda kk: (abs(kk - k), kk)):
         try:
-            linear_ratios([sizes[b] for b in ranked[:kk]], s, n)
-            return kk, f"last round: k={kk}"
+            return kk, linear_ratios(p[:kk], s, n)
         except ScheduleError:
             continue
-    return 1, "single"
+    if n <= s * p[0]:
+        return 1, [n / p[0]]
+    raise err
 
 
 def apply_plan(model, rp: RoundPlan):
