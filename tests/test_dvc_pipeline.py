@@ -183,3 +183,31 @@ def test_experiments_log_to_root_store_with_names(project):
     # a stage logs its own section only
     assert "pretrain.pixart.steps" not in stages["direct-exp"]["generate"].data.params
     assert "queued-exp" in _run(["dvc", "exp", "show", "--csv"], root, env)
+
+
+@pytest.mark.slow
+def test_a_study_queues_its_experiments_and_reports_them(project):
+    from ditcompress.study import dvc_exp_show, finished_experiments, metric
+
+    root, env = project
+    (root / "studies.yaml").write_text(
+        "kd:\n  thesis: fig 5.11\n  about: two losses\n  grid: {distill.loss: [out, standard]}\n"
+        "  seed_key: distill.seed\n  report:\n    metrics: [evaluate.json:distilled.geneval/overall, "
+        "evaluate.json:distilled.cmmd]\n")
+    _run(["ditcompress", "study", "kd", "--file", "studies.yaml", "--jobs", "1"], root, env)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        lines = [line for line in _run(["dvc", "queue", "status"], root, env).splitlines() if " kd-" in line]
+        if len(lines) == 2 and all("Success" in line or "Failed" in line for line in lines):
+            break
+        time.sleep(3)
+    assert all("Success" in line for line in lines), lines
+    _run(["ditcompress", "report", "kd", "--file", "studies.yaml", "--out", "results"], root, env)
+    exps = finished_experiments(dvc_exp_show(root), "kd-")
+    assert set(exps) == {"kd-out-s0", "kd-standard-s0"}
+    md = (root / "results" / "kd.md").read_text()
+    for label in ("out", "standard"):
+        m = exps[f"kd-{label}-s0"]["metrics"]
+        cells = [f"{metric(m, c):.4g}" for c in ("evaluate.json:distilled.geneval/overall", "evaluate.json:distilled.cmmd")]
+        assert f"| {label} | 1 | {' | '.join(cells)} |" in md
+    assert (root / "results" / "kd.png").stat().st_size > 0

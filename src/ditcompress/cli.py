@@ -3,6 +3,8 @@
     ditcompress params pixart-sigma          # tab. 4.1 from the shipped config, in seconds, no GPU
     ditcompress params flux-dev --json       # tab. 4.2, exact counts as JSON
     ditcompress params path/to/config.json   # any PixArt/Flux transformer config or saved student
+    ditcompress study kd-loss --jobs 1       # queue a chapter-5 study's experiments (configs/studies.yaml)
+    ditcompress report kd-loss               # docs/results/kd-loss.md and .png from the finished ones
 
 Subcommands register themselves in `COMMANDS` (name -> (help, add_arguments, run)).
 """
@@ -13,6 +15,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from ditcompress.errors import UserError
 
 
 def _params_args(p: argparse.ArgumentParser) -> None:
@@ -37,8 +41,43 @@ def _params_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `ditcompress study`."""
+    p.add_argument("name", help="a study of configs/studies.yaml (criteria, selection, kd-loss, ...)")
+    p.add_argument("--jobs", type=int, default=1, help="experiments run side by side by `dvc queue start`")
+    p.add_argument("--no-start", action="store_true", help="only queue; start later with `dvc queue start`")
+    p.add_argument("--file", default="configs/studies.yaml", help="the studies file")
+
+
+def _study_run(args: argparse.Namespace) -> int:
+    """Queue every experiment of the study (and start the queue)."""
+    from ditcompress.study import get_study, queue_study
+
+    names = queue_study(get_study(args.name, args.file), None if args.no_start else args.jobs)
+    print(f"queued {len(names)} experiments: {', '.join(names)}")
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `ditcompress report`."""
+    p.add_argument("name", help="a study of configs/studies.yaml")
+    p.add_argument("--out", default="docs/results", help="where <study>.md and <study>.png go")
+    p.add_argument("--file", default="configs/studies.yaml", help="the studies file")
+
+
+def _report_run(args: argparse.Namespace) -> int:
+    """Table and figure of a study's finished experiments."""
+    from ditcompress.study import dvc_exp_show, get_study, report_study
+
+    md, png = report_study(get_study(args.name, args.file), dvc_exp_show(), args.out)
+    print(f"wrote {md} and {png}")
+    return 0
+
+
 COMMANDS = {
     "params": ("per-block / per-part parameter counts (thesis tab. 4.1/4.2)", _params_args, _params_run),
+    "study": ("queue the DVC experiments of a chapter-5 study (configs/studies.yaml)", _study_args, _study_run),
+    "report": ("table and figure of a study's finished experiments (docs/results/)", _report_args, _report_run),
 }
 
 
@@ -53,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (KeyError, FileNotFoundError, ValueError) as err:
         print(f"ditcompress {args.command}: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

@@ -1,0 +1,236 @@
+"""The chapter-5 studies: queue a grid of DVC experiments, then report them as a table and a figure.
+
+    ditcompress study kd-loss --jobs 1      # dvc exp run --queue per point and seed, then dvc queue start
+    ditcompress report kd-loss              # docs/results/kd-loss.md and .png from dvc exp show --json
+
+The grids live in `configs/studies.yaml` (see its header). Every grid key must be a key of
+params.yaml's schema (`ditcompress.params.Params`); a study name, a key or an empty report is a
+one-line `StudyError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ditcompress.errors import UserError
+
+STUDIES = Path("configs/studies.yaml")
+
+
+class StudyError(UserError):
+    """A bad study name, grid key or report, in one line."""
+
+
+@dataclass
+class Study:
+    """One study of `configs/studies.yaml`."""
+
+    name: str
+    thesis: str
+    about: str
+    grid: dict[str, list] = field(default_factory=dict)
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    seed_key: str = "seed"
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def points(self) -> list[tuple[str, dict[str, Any]]]:
+        """(experiment name, overrides) for every grid point and listed experiment, once per seed."""
+        return [(name, over) for name, _, over in self._expanded()]
+
+    def label(self, name: str) -> str:
+        """The grid point or experiment label of one of this study's experiment names."""
+        return next((label for n, label, _ in self._expanded() if n == name), name)
+
+    def _expanded(self) -> list[tuple[str, str, dict[str, Any]]]:
+        keys = list(self.grid)
+        labelled = [("-".join(_label(v) for v in values), dict(zip(keys, values)))
+                    for values in (itertools.product(*(self.grid[k] for k in keys)) if keys else [])]
+        labelled += list(self.experiments.items())
+        labelled = labelled or [("", {})]  # a study of `set` alone: one experiment
+        return [("-".join(p for p in (self.name, label, f"s{seed}") if p), label or "default",
+                 {**self.set, **over, self.seed_key: seed}) for label, over in labelled for seed in self.seeds]
+
+
+def _label(value) -> str:
+    return str(value).replace("_", "-").replace(".", "p")
+
+
+def load_studies(path: str | Path = STUDIES) -> dict[str, Study]:
+    """Every study of the file, each checked against the params schema."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    studies = {}
+    for name, body in raw.items():
+        try:
+            study = Study(name=name, **body)
+        except TypeError as err:
+            raise StudyError(f"{path}: study {name!r}: {err}") from None
+        for key in [*study.grid, *study.set, study.seed_key, *(k for e in study.experiments.values() for k in e)]:
+            check_key(key, f"{path}: study {name!r}")
+        studies[name] = study
+    return studies
+
+
+def get_study(name: str, path: str | Path = STUDIES) -> Study:
+    """The named study, or a one-line error listing the known ones."""
+    studies = load_studies(path)
+    if name not in studies:
+        raise StudyError(f"unknown study {name!r} (known: {', '.join(studies)})")
+    return studies[name]
+
+
+def check_key(key: str, where: str) -> None:
+    """`key` names a params.yaml field (a dict field may take sub-keys, e.g. distill.steps.global)."""
+    from pydantic import BaseModel
+
+    from ditcompress.params import Params
+
+    model: Any = Params
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            if model is dict or getattr(model, "__origin__", None) is dict or "dict" in str(model):
+                return  # a dict-valued field: its sub-keys are the user's
+            raise StudyError(f"{where}: {key!r}: {'.'.join(parts[:i])} has no sub-keys")
+        if part not in model.model_fields:
+            raise StudyError(f"{where}: {key!r} is not a params.yaml key ({part!r} is not a field of "
+                             f"{'.'.join(parts[:i]) or 'params.yaml'})")
+        model = model.model_fields[part].annotation
+
+
+def _override(key: str, value) -> str:
+    """A `-S key=value` argument; lists and null in YAML flow syntax."""
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
+def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run) -> list[str]:
+    """`dvc exp run --queue -n <name> -S ...` for every point; then `dvc queue start -j jobs` unless None."""
+    names = []
+    for name, over in study.points():
+        cmd = ["dvc", "exp", "run", "--queue", "-n", name]
+        for key, value in over.items():
+            cmd += ["-S", _override(key, value)]
+        runner(cmd, check=True)
+        names.append(name)
+    if jobs is not None:
+        runner(["dvc", "queue", "start", "-j", str(jobs)], check=True)
+    return names
+
+
+# ---------------------------------------------------------------- report
+
+def finished_experiments(show: list[dict], prefix: str) -> dict[str, dict]:
+    """{experiment name: {"params": ..., "metrics": {file: data}}} of `dvc exp show --json`, by name prefix."""
+    found = {}
+    for baseline in show:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                name, data = rev.get("name") or "", rev.get("data") or {}
+                if not name.startswith(prefix) or rev.get("error") or not data.get("metrics"):
+                    continue
+                metrics = {Path(f).name: (m or {}).get("data", {}) for f, m in data["metrics"].items()}
+                params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+                found.setdefault(name, {"params": params, "metrics": metrics, "timestamp": data.get("timestamp")})
+    return found
+
+
+def metric(metrics: dict[str, dict], path: str) -> float | None:
+    """`file.json:a.b/c` of one experiment's metrics (keys may contain '/'), or None."""
+    file, _, key = path.partition(":")
+    node: Any = metrics.get(file, {})
+    head, _, rest = key.partition(".")
+    while True:
+        if not isinstance(node, dict):
+            return None
+        if key in node:
+            node = node[key]
+            break
+        if head not in node:
+            return None
+        node, key = node[head], rest
+        head, _, rest = key.partition(".")
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/results") -> tuple[Path, Path]:
+    """`<out_dir>/<study>.md` (table: varied keys, metrics, mean ± spread over seeds) and `<study>.png`."""
+    exps = finished_experiments(show, f"{study.name}-")
+    if not exps:
+        raise StudyError(f"report {study.name}: no finished experiment named {study.name}-* in dvc exp show "
+                         f"(run `ditcompress study {study.name}` first)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if study.report.get("curves"):
+        return _report_curves(study, exps, out)
+    columns = study.report.get("metrics", [])
+    groups: dict[str, list[dict]] = {}
+    for name, exp in sorted(exps.items()):
+        groups.setdefault(study.label(name), []).append({c: metric(exp["metrics"], c) for c in columns})
+    lines = [f"# {study.name}: {study.about} (thesis {study.thesis})", "",
+             f"Experiments `{study.name}-*`, seeds {study.seeds} ({study.seed_key}); mean ± half the range "
+             "over the seeds that finished.", "",
+             "| experiment | seeds | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    summary = {}
+    for label, runs in groups.items():
+        cells = []
+        for c in columns:
+            vals = [r[c] for r in runs if r[c] is not None]
+            mean = sum(vals) / len(vals) if vals else math.nan
+            summary.setdefault(c, {})[label] = (mean, (max(vals) - min(vals)) / 2 if len(vals) > 1 else 0.0)
+            cells.append("–" if not vals else f"{mean:.4g}" + (f" ± {summary[c][label][1]:.2g}" if len(vals) > 1 else ""))
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    md = out / f"{study.name}.md"
+    md.write_text("\n".join(lines) + "\n")
+    png = out / f"{study.name}.png"
+    bars = study.report.get("bars") or (columns[0] if columns else None)
+    _bars(summary.get(bars, {}), bars, f"{study.name} (thesis {study.thesis})").savefig(png, dpi=120)
+    return md, png
+
+
+def _bars(values: dict[str, tuple[float, float]], what: str, title: str):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(4.0, 1.1 * len(values) + 2), 3.6), layout="constrained")
+    ax = fig.subplots()
+    labels = list(values)
+    ax.bar(labels, [values[k][0] for k in labels], yerr=[values[k][1] for k in labels], capsize=4, color="tab:blue")
+    for i, k in enumerate(labels):
+        ax.annotate(f"{values[k][0]:.3f}", (i, values[k][0]), ha="center", va="bottom", fontsize=8,
+                    xytext=(0, 3), textcoords="offset points")
+    ax.set_ylabel(what.split(":", 1)[-1])
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=20)
+    return fig
+
+
+def _report_curves(study: Study, exps: dict[str, dict], out: Path) -> tuple[Path, Path]:
+    """Schedule studies: every round's quality against kept fraction (MLflow round runs), one line per kind."""
+    import mlflow
+
+    from ditcompress.schedule.plots import quality_curves
+    from ditcompress.schedule.report import curves_table, schedule_curves
+    from ditcompress.tracking import tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri())
+    experiment = client.get_experiment_by_name("ditcompress")
+    names = {name.removeprefix(f"{study.name}-"): name for name in sorted(exps)}
+    lines, table = schedule_curves(client, experiment.experiment_id, names)
+    md, png = out / f"{study.name}.md", out / f"{study.name}.png"
+    quality_curves(lines).savefig(png, dpi=120)
+    md.write_text("\n".join([f"# {study.name}: {study.about} (thesis {study.thesis})", "", *curves_table(table)]) + "\n")
+    return md, png
+
+
+def dvc_exp_show(cwd: str | Path = ".") -> list[dict]:
+    """`dvc exp show --json` (every experiment of every baseline)."""
+    out = subprocess.run(["dvc", "exp", "show", "--json", "-A"], cwd=cwd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout[out.stdout.index("["):])

@@ -1,0 +1,101 @@
+"""The chapter-5 studies: the shipped grids are valid, expand to the right `dvc exp run` calls, and
+report `dvc exp show --json` figures as they are (the end-to-end run is in test_dvc_pipeline.py)."""
+
+import json
+
+import pytest
+
+from ditcompress.study import (
+    STUDIES, StudyError, finished_experiments, get_study, load_studies, metric, queue_study, report_study,
+)
+
+from .shrunk import REPO
+
+THESIS_STUDIES = {"criteria", "selection", "schedule", "kd-loss", "protocol", "strategy", "svd-parts", "svd-schedule"}
+
+
+def test_the_shipped_file_holds_the_eight_studies_with_valid_keys():
+    studies = load_studies(REPO / STUDIES)
+    assert set(studies) == THESIS_STUDIES
+    kd = studies["kd-loss"]
+    assert [n for n, _ in kd.points()][:3] == ["kd-loss-out-s0", "kd-loss-out-s1", "kd-loss-standard-s0"]
+    assert len(kd.points()) == 5 * 2
+    assert dict(kd.points())["kd-loss-normalized-hybrid-s1"] == {
+        "distill.steps.global": 1500, "distill.loss": "normalized_hybrid", "distill.seed": 1}
+
+
+def _file(tmp_path, body: str):
+    path = tmp_path / "studies.yaml"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("s:\n  thesis: x\n  about: y\n  grid: {distill.los: [out]}\n",
+     r"^.*studies.yaml: study 's': 'distill.los' is not a params.yaml key \('los' is not a field of distill\)$"),
+    ("s:\n  thesis: x\n  about: y\n  set: {seed.x: 1}\n", r"^.*study 's': 'seed.x': seed has no sub-keys$"),
+    ("s:\n  thesis: x\n  about: y\n  gird: {}\n", r"^.*study 's': .*unexpected keyword argument 'gird'$"),
+])
+def test_bad_grids_are_one_line_errors(tmp_path, body, message):
+    with pytest.raises(StudyError, match=message):
+        load_studies(_file(tmp_path, body))
+
+
+def test_unknown_study_and_dict_sub_keys(tmp_path):
+    path = _file(tmp_path, "s:\n  thesis: x\n  about: y\n  set: {distill.steps.global: 10, distill.weights.task: 0.5}\n")
+    assert get_study("s", path).points() == [("s-s0", {"distill.steps.global": 10, "distill.weights.task": 0.5,
+                                                        "seed": 0})]
+    with pytest.raises(StudyError, match=r"^unknown study 'kd' \(known: s\)$"):
+        get_study("kd", path)
+
+
+def test_queue_study_runs_one_dvc_exp_per_point_then_starts_the_queue(tmp_path):
+    path = _file(tmp_path, "s:\n  thesis: x\n  about: y\n  grid: {distill.loss: [out, normalized_hybrid]}\n"
+                           "  experiments: {svd: {compress.blocks: ['0', '1'], score.selection.target: null}}\n"
+                           "  seed_key: distill.seed\n")
+    calls = []
+    names = queue_study(get_study("s", path), jobs=2, runner=lambda cmd, check: calls.append(cmd))
+    assert names == ["s-out-s0", "s-normalized-hybrid-s0", "s-svd-s0"]
+    assert calls == [
+        ["dvc", "exp", "run", "--queue", "-n", "s-out-s0", "-S", "distill.loss=out", "-S", "distill.seed=0"],
+        ["dvc", "exp", "run", "--queue", "-n", "s-normalized-hybrid-s0", "-S", "distill.loss=normalized_hybrid",
+         "-S", "distill.seed=0"],
+        ["dvc", "exp", "run", "--queue", "-n", "s-svd-s0", "-S", "compress.blocks=['0', '1']",
+         "-S", "score.selection.target=null", "-S", "distill.seed=0"],
+        ["dvc", "queue", "start", "-j", "2"],
+    ]
+
+
+def _show(exps: dict[str, dict]) -> list[dict]:
+    """A `dvc exp show --json` document holding these experiments' metrics files (and one queued)."""
+    revs = [{"rev": f"r{i}", "name": name, "data": {"metrics": {f"metrics/{f}": {"data": d} for f, d in m.items()},
+                                                     "params": {"params.yaml": {"data": {}}}}}
+            for i, (name, m) in enumerate(exps.items())]
+    revs.append({"rev": "q", "name": "kd-out-s9", "data": {"metrics": {}}})  # queued: nothing yet
+    return [{"rev": "workspace", "data": {}}, {"rev": "b", "name": "main", "experiments": [{"revs": revs}]}]
+
+
+def test_report_is_the_mean_and_half_range_over_seeds(tmp_path):
+    path = _file(tmp_path, "kd:\n  thesis: fig 5.11\n  about: losses\n  grid: {distill.loss: [out, standard]}\n"
+                           "  seeds: [0, 1]\n  report:\n    metrics: [evaluate.json:distilled.geneval/overall]\n")
+    show = _show({"kd-out-s0": {"evaluate.json": {"distilled": {"geneval/overall": 0.8}}},
+                  "kd-out-s1": {"evaluate.json": {"distilled": {"geneval/overall": 0.7}}},
+                  "kd-standard-s0": {"evaluate.json": {"distilled": {"geneval/overall": 0.75}}},
+                  "other-s0": {"evaluate.json": {"distilled": {"geneval/overall": 0.1}}}})
+    assert set(finished_experiments(show, "kd-")) == {"kd-out-s0", "kd-out-s1", "kd-standard-s0"}
+    md, png = report_study(get_study("kd", path), show, tmp_path / "results")
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| out") or line.startswith("| standard")]
+    assert rows == ["| out | 2 | 0.75 ± 0.05 |", "| standard | 1 | 0.75 |"]
+    assert png.stat().st_size > 0
+    with pytest.raises(StudyError, match=r"^report kd: no finished experiment named kd-\* in dvc exp show"):
+        report_study(get_study("kd", path), _show({}), tmp_path / "results")
+
+
+def test_metric_paths_reach_keys_with_slashes_and_dots():
+    metrics = {"evaluate.json": {"distilled": {"geneval/overall": 0.5, "params": 3}},
+               "score.json": {"spearman": {"rank_sum": -0.25}}, "distill.json": {"seconds": 12.0, "kind": "x"}}
+    assert metric(metrics, "evaluate.json:distilled.geneval/overall") == 0.5
+    assert metric(metrics, "score.json:spearman.rank_sum") == -0.25
+    assert metric(metrics, "distill.json:seconds") == 12.0
+    assert metric(metrics, "distill.json:kind") is None and metric(metrics, "nope.json:x") is None
+    assert json.loads(json.dumps(metrics)) == metrics  # untouched
