@@ -50,6 +50,27 @@ def test_stage_runs_nest_under_one_parent_with_tags(mlflow_uri, tmp_path, monkey
     assert summary == {"acc": 0.5, "per_task": {"colors": 0.25}, "note": "text"}
 
 
+def test_round_runs_nest_under_their_stage_and_the_experiment_opens_on_its_runs(mlflow_uri, tmp_path):
+    params = parse_params({})
+    with stage_run("schedule", params, metrics_dir=tmp_path / "metrics") as run:
+        for k in (1, 2):
+            with run.child(f"round-{k}", {"schedule.kind": "progressive"}) as rnd:
+                rnd.log_metrics({"kept_fraction": 1 - 0.1 * k})
+        run.log_metrics({"rounds": 2})
+    client = mlflow.MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("ditcompress")
+    # mlflow ui 3.x opens an experiment without a kind on its GenAI overview
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([exp.experiment_id])
+    (stage,) = [r for r in runs if r.data.tags.get("ditcompress.role") == "stage"]
+    rounds = sorted((r for r in runs if r.data.tags.get("ditcompress.role") == "round"), key=lambda r: r.info.run_name)
+    assert [r.info.run_name for r in rounds] == ["round-1", "round-2"]
+    assert all(r.data.tags["mlflow.parentRunId"] == stage.info.run_id for r in rounds)
+    assert [r.data.metrics for r in rounds] == [{"kept_fraction": 0.9}, {"kept_fraction": 0.8}]
+    assert all(r.data.tags["schedule.kind"] == "progressive" for r in rounds)
+    assert stage.data.metrics == {"rounds": 2}  # what a round logs stays in its run
+
+
 def test_non_main_rank_logs_nothing(mlflow_uri, tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with stage_run("x", parse_params({}), metrics_dir=tmp_path) as run:
