@@ -300,6 +300,7 @@ def run_schedule(params, out_dir: str | Path = "models/students/schedule", work_
     state_file = work / STATE
     state = _load_state(state_file)
     rounds = state["rounds"]
+    spent = state.get("seconds", 0.0)
     current = rounds[-1]["student"] if rounds else None
     probe = _probe(params, cfg, current, work / f"probe-{len(rounds)}")
     check_reachable(cfg, probe.transformer, total)  # before anything is rendered
@@ -347,10 +348,14 @@ def run_schedule(params, out_dir: str | Path = "models/students/schedule", work_
                                                if cfg.blocks_per_round else 1)
             round_steps = {p: n * mult for p, n in steps.items()}
             halt = stop[1] if stop is not None and stop[0] == k else None
-            summary = run_distill(params, rdir / "student", work_dir, rt, plots_dir=rdir / "plots",
-                                  student=str(rdir / "compressed"), steps=round_steps, stop_after=halt)
-            if halt is not None:
-                return {}
+            if "distilled" not in pending:  # a kill after retraining does not retrain again
+                summary = run_distill(params, rdir / "student", work_dir, rt, plots_dir=rdir / "plots",
+                                      student=str(rdir / "compressed"), steps=round_steps, stop_after=halt)
+                if halt is not None:
+                    return {}
+                pending["distilled"] = summary
+                _save_state(state_file, state)
+            summary = pending["distilled"]
             probe = _probe(params, cfg, str(rdir / "student"), work / f"probe-{k}")
             after = probe.measure([], desc="render retrained")
             metrics = _evaluate(params, cfg, f"round-{k}", str(rdir / "student"), eval_dir, rt)
@@ -362,6 +367,7 @@ def run_schedule(params, out_dir: str | Path = "models/students/schedule", work_
             rt.log_dict({key: v for key, v in row.items()}, "schedule/round.json")
         rounds.append(row)
         state["pending"] = None
+        state["seconds"] = spent + time.perf_counter() - started  # work time over every attempt
         _save_state(state_file, state)
         curve = ("kept_fraction", *METRICS, "cmmd_before", "cmmd_after")
         tracker.log_metrics({key: row[key] for key in curve if key in row}, step=k)  # the stage run's curve
@@ -369,14 +375,15 @@ def run_schedule(params, out_dir: str | Path = "models/students/schedule", work_
                  k, rp.method, ", ".join(f"{b}@{r:.2f}" for b, r in rp.ratios.items()), 100 * row["kept_fraction"],
                  row["cmmd_before"], row["cmmd_after"],
                  f"; GenEval {row['geneval']:.3f}" if "geneval" in row else "")
-        if cfg.kind == "progressive" and cfg.cmmd_threshold is not None and rp.stopped == "target" and k == 1:
-            log.info("schedule: the first round reached the target before CMMD reached schedule.cmmd_threshold=%g; "
-                     "the schedule stops at the target", cfg.cmmd_threshold)
+        if cfg.kind == "progressive" and cfg.cmmd_threshold is not None and rp.stopped == "target":
+            log.info("schedule: round %d reached the target before CMMD reached schedule.cmmd_threshold=%g; "
+                     "the schedule stops at the target", k, cfg.cmmd_threshold)
         if stop is not None and stop == (k, None):
             return {}
     if not rounds:
         raise UserError(f"schedule.target={cfg.target}: the teacher already holds no more than that")
-    return _finish(params, state, work, Path(out_dir), plots_dir, stopped, time.perf_counter() - started, tracker)
+    return _finish(params, state, work, Path(out_dir), plots_dir, stopped, spent + time.perf_counter() - started,
+                   tracker)
 
 
 def _finish(params, state: dict, work: Path, out: Path, plots_dir, stopped: str, seconds: float, tracker) -> dict:
