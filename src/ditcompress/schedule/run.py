@@ -404,7 +404,7 @@ def _finish(params, state: dict, work: Path, out: Path, plots_dir, stopped: str,
             tracker.log_artifact(path, "schedule")
     (out / "rounds.json").write_text(json.dumps(rows, indent=1) + "\n")
     tracker.log_table([{k: v for k, v in r.items() if k not in ("detail", "ratios")} for r in rows],
-                          "schedule/rounds.json")
+                          "schedule/rounds_table.json")  # rounds.json is the plots file
     last = rounds[-1]
     shutil.rmtree(work, ignore_errors=True)
     summary = {"kind": cfg.kind, "rounds": len(rounds), "stopped": stopped, "seconds": seconds,
