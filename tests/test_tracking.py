@@ -50,7 +50,8 @@ def test_stage_runs_nest_under_one_parent_with_tags(mlflow_uri, tmp_path, monkey
     assert summary == {"acc": 0.5, "per_task": {"colors": 0.25}, "note": "text"}
 
 
-def test_round_runs_nest_under_their_stage_and_the_experiment_opens_on_its_runs(mlflow_uri, tmp_path):
+def test_round_runs_nest_under_their_stage_and_the_experiment_opens_on_its_runs(mlflow_uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "oneshot-2")
     params = parse_params({})
     with stage_run("schedule", params, metrics_dir=tmp_path / "metrics") as run:
         for k in (1, 2):
@@ -68,6 +69,7 @@ def test_round_runs_nest_under_their_stage_and_the_experiment_opens_on_its_runs(
     assert all(r.data.tags["mlflow.parentRunId"] == stage.info.run_id for r in rounds)
     assert [r.data.metrics for r in rounds] == [{"kept_fraction": 0.9}, {"kept_fraction": 0.8}]
     assert all(r.data.tags["schedule.kind"] == "progressive" for r in rounds)
+    assert all(r.data.tags["dvc.exp_name"] == "oneshot-2" for r in rounds)  # to group rounds by experiment
     assert stage.data.metrics == {"rounds": 2}  # what a round logs stays in its run
 
 

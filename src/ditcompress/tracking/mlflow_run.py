@@ -75,10 +75,11 @@ def _pipeline_key(params: Params) -> str:
 class StageRun:
     """Handle a stage logs through; summary metrics end up in MLflow and `metrics/<stage>.json`."""
 
-    def __init__(self, stage: str, run_id: str | None, metrics_path: Path | None):
+    def __init__(self, stage: str, run_id: str | None, metrics_path: Path | None, tags: dict[str, str] | None = None):
         self.stage = stage
         self.run_id = run_id
         self.metrics_path = metrics_path
+        self.tags = dict(tags or {})  # the DVC experiment's, handed on to nested runs
         self.summary: dict[str, Any] = {}
 
     @property
@@ -132,9 +133,9 @@ class StageRun:
             return
         import mlflow
 
-        with mlflow.start_run(run_name=name, nested=True, tags={**(tags or {}), ROLE_TAG: "round",
-                                                                  "stage": self.stage}) as run:
-            yield StageRun(self.stage, run.info.run_id, None)
+        tags = {**self.tags, **(tags or {}), ROLE_TAG: "round", "stage": self.stage}
+        with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+            yield StageRun(self.stage, run.info.run_id, None, self.tags)
 
     def write_metrics_file(self) -> None:
         """Write the summary metrics as the stage's DVC metrics file."""
@@ -194,7 +195,7 @@ def stage_run(stage: str, params: Params, sections: Sequence[str] = (),
     with mlflow.start_run(run_name=stage, parent_run_id=parent, tags={**tags, "stage": stage, ROLE_TAG: "stage"}) as run:
         dumped = params.model_dump(mode="json")
         mlflow.log_params(flatten({k: dumped[k] for k in ("seed", "model", *sections)}))
-        handle = StageRun(stage, run.info.run_id, metrics_path)
+        handle = StageRun(stage, run.info.run_id, metrics_path, tags)
         log.info("stage %s: MLflow run %s in %s", stage, run.info.run_id, tracking_uri())
         yield handle
         handle.write_metrics_file()
