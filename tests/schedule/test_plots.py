@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ditcompress.schedule.plots import block_heatmap, quality_curves, ratio_table, write_schedule_plots
+from ditcompress.schedule.plots import block_heatmap, curve_rows, quality_curves, ratio_table, write_schedule_plots
 
 BLOCKS = [str(i) for i in range(4)]
 NAN = math.nan
@@ -135,6 +135,11 @@ def test_write_schedule_plots_writes_pngs_and_round_tripping_json(tmp_path):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.width > 100
             assert im.info.get("dpi", (120, 120))[0] == pytest.approx(120, abs=1)
-    assert json.loads((out / "rounds.json").read_text()) == rows
+    curve = json.loads((out / "rounds.json").read_text())
+    assert curve == curve_rows(rows)
+    # every row with the same keys (DVC's plots read nothing else), the lists and maps left to ratios.json
+    assert len({tuple(r) for r in curve}) == 1 and "ratios" not in curve[0] and "blocks" not in curve[0]
+    assert [r["kept_fraction"] for r in curve] == [r["kept_fraction"] for r in rows]
+    assert curve[0]["cmmd_before"] is None and curve[1]["cmmd_before"] == rows[1]["cmmd_before"]
     assert json.loads((out / "ratios.json").read_text()) == ratio_table(rows)
     assert (out / "rounds.json").read_text().startswith('[\n {\n  "round": 0')  # indent 1

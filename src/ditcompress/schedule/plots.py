@@ -180,9 +180,19 @@ def ratio_table(rows: Sequence[Mapping]) -> list[dict]:
 
 # ---------------------------------------------------------------- writer
 
+def curve_rows(rows: Sequence[Mapping]) -> list[dict]:
+    """The rows' numbers and strings, every row with the same keys (None where a row has none).
+
+    DVC's plots only read a list of rows whose keys all agree; the teacher's row has no
+    `cmmd_before`, and lists (blocks) and maps (ratios) are in `ratio_table`.
+    """
+    keys = list(dict.fromkeys(k for r in _ordered(rows) for k, v in r.items() if not isinstance(v, (list, dict))))
+    return [{k: r.get(k) for k in keys} for r in _ordered(rows)]
+
+
 def write_schedule_plots(rows: Sequence[Mapping], blocks: Sequence[str], out_dir: str | Path,
                          name: str = "schedule") -> list[Path]:
-    """Write `quality.png`, `blocks.png`, `rounds.json` (the rows as given) and `ratios.json` to `out_dir`.
+    """Write `quality.png`, `blocks.png`, `rounds.json` (`curve_rows`) and `ratios.json` to `out_dir`.
 
     Returns the written paths in that order; `name` is the run's label in the quality legend.
     """
@@ -196,7 +206,7 @@ def write_schedule_plots(rows: Sequence[Mapping], blocks: Sequence[str], out_dir
         fig.savefig(path, dpi=DPI)
         fig.clear()  # a bare Figure: nothing registered with pyplot, dropping it frees it
         written.append(path)
-    for stem, doc in (("rounds", [dict(r) for r in rows]), ("ratios", ratio_table(rows))):
+    for stem, doc in (("rounds", curve_rows(rows)), ("ratios", ratio_table(rows))):
         path = out_dir / f"{stem}.json"
         path.write_text(json.dumps(doc, indent=1) + "\n")
         written.append(path)
