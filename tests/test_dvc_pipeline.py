@@ -192,7 +192,7 @@ def test_a_study_queues_its_experiments_and_reports_them(project):
     root, env = project
     (root / "studies.yaml").write_text(
         "kd:\n  thesis: fig 5.11\n  about: two losses\n  grid: {distill.loss: [out, standard]}\n"
-        "  seed_key: distill.seed\n  report:\n    metrics: [evaluate.json:distilled.geneval/overall, "
+        "  seed_key: distill.seed\n  stages: [evaluate]\n  report:\n    metrics: [evaluate.json:distilled.geneval/overall, "
         "evaluate.json:distilled.cmmd]\n")
     _run(["ditcompress", "study", "kd", "--file", "studies.yaml", "--jobs", "1"], root, env)
     deadline = time.time() + 600
@@ -202,6 +202,9 @@ def test_a_study_queues_its_experiments_and_reports_them(project):
             break
         time.sleep(3)
     assert all("Success" in line for line in lines), lines
+    # the target stops at evaluate: the schedule stage, which also reads distill.*, did not rerun
+    ran = {r.data.tags["stage"] for r in _stage_runs(root) if r.data.tags["dvc.exp_name"] == "kd-out-s0"}
+    assert {"distill", "evaluate"} <= ran and "schedule" not in ran, ran
     _run(["ditcompress", "report", "kd", "--file", "studies.yaml", "--out", "results"], root, env)
     exps = finished_experiments(dvc_exp_show(root), "kd-")
     assert set(exps) == {"kd-out-s0", "kd-standard-s0"}

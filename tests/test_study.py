@@ -22,6 +22,8 @@ def test_the_shipped_file_holds_the_eight_studies_with_valid_keys():
     assert len(kd.points()) == 5 * 2
     assert dict(kd.points())["kd-loss-normalized-hybrid-s1"] == {
         "distill.steps.global": 1500, "distill.loss": "normalized_hybrid", "distill.seed": 1}
+    # a study that varies distill.* must not also rerun the schedule stage, which reads distill too
+    assert kd.stages == ["evaluate"] and studies["schedule"].stages == ["schedule"]
 
 
 def _file(tmp_path, body: str):
@@ -41,6 +43,17 @@ def test_bad_grids_are_one_line_errors(tmp_path, body, message):
         load_studies(_file(tmp_path, body))
 
 
+def test_a_target_that_is_not_a_stage_is_a_one_line_error(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages:\n  score: {cmd: x}\n  evaluate: {cmd: y}\n")
+    path = tmp_path / "configs" / "studies.yaml"
+    path.write_text("s:\n  thesis: x\n  about: y\n  stages: [evaluate, distil]\n")
+    with pytest.raises(StudyError, match=r"^.*study 's': stage 'distil' is not in dvc.yaml \(stages: score, evaluate\)$"):
+        load_studies(path)
+    path.write_text("s:\n  thesis: x\n  about: y\n  stages: [evaluate]\n")
+    assert load_studies(path)["s"].stages == ["evaluate"]
+
+
 def test_unknown_study_and_dict_sub_keys(tmp_path):
     path = _file(tmp_path, "s:\n  thesis: x\n  about: y\n  set: {distill.steps.global: 10, distill.weights.task: 0.5}\n")
     assert get_study("s", path).points() == [("s-s0", {"distill.steps.global": 10, "distill.weights.task": 0.5,
@@ -52,16 +65,16 @@ def test_unknown_study_and_dict_sub_keys(tmp_path):
 def test_queue_study_runs_one_dvc_exp_per_point_then_starts_the_queue(tmp_path):
     path = _file(tmp_path, "s:\n  thesis: x\n  about: y\n  grid: {distill.loss: [out, normalized_hybrid]}\n"
                            "  experiments: {svd: {compress.blocks: ['0', '1'], score.selection.target: null}}\n"
-                           "  seed_key: distill.seed\n")
+                           "  seed_key: distill.seed\n  stages: [evaluate]\n")
     calls = []
     names = queue_study(get_study("s", path), jobs=2, runner=lambda cmd, check: calls.append(cmd))
     assert names == ["s-out-s0", "s-normalized-hybrid-s0", "s-svd-s0"]
     assert calls == [
-        ["dvc", "exp", "run", "--queue", "-n", "s-out-s0", "-S", "distill.loss=out", "-S", "distill.seed=0"],
+        ["dvc", "exp", "run", "--queue", "-n", "s-out-s0", "-S", "distill.loss=out", "-S", "distill.seed=0", "evaluate"],
         ["dvc", "exp", "run", "--queue", "-n", "s-normalized-hybrid-s0", "-S", "distill.loss=normalized_hybrid",
-         "-S", "distill.seed=0"],
+         "-S", "distill.seed=0", "evaluate"],
         ["dvc", "exp", "run", "--queue", "-n", "s-svd-s0", "-S", "compress.blocks=['0', '1']",
-         "-S", "score.selection.target=null", "-S", "distill.seed=0"],
+         "-S", "score.selection.target=null", "-S", "distill.seed=0", "evaluate"],
         ["dvc", "queue", "start", "-j", "2"],
     ]
 

@@ -41,6 +41,7 @@ class Study:
     set: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     seed_key: str = "seed"
+    stages: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
 
     def points(self) -> list[tuple[str, dict[str, Any]]]:
@@ -76,8 +77,19 @@ def load_studies(path: str | Path = STUDIES) -> dict[str, Study]:
             raise StudyError(f"{path}: study {name!r}: {err}") from None
         for key in [*study.grid, *study.set, study.seed_key, *(k for e in study.experiments.values() for k in e)]:
             check_key(key, f"{path}: study {name!r}")
+        check_stages(study.stages, Path(path).resolve().parent.parent / "dvc.yaml", f"{path}: study {name!r}")
         studies[name] = study
     return studies
+
+
+def check_stages(stages: list[str], dvc_yaml: Path, where: str) -> None:
+    """Every target is a stage of dvc.yaml (skipped where there is no dvc.yaml next to configs/)."""
+    if not stages or not dvc_yaml.is_file():
+        return
+    known = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    for stage in stages:
+        if stage not in known:
+            raise StudyError(f"{where}: stage {stage!r} is not in {dvc_yaml.name} (stages: {', '.join(known)})")
 
 
 def get_study(name: str, path: str | Path = STUDIES) -> Study:
@@ -113,13 +125,16 @@ def _override(key: str, value) -> str:
 
 
 def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run) -> list[str]:
-    """`dvc exp run --queue -n <name> -S ...` for every point; then `dvc queue start -j jobs` unless None."""
+    """`dvc exp run --queue -n <name> -S ... [stages]` for every point; then `dvc queue start -j jobs` unless None.
+
+    A study's `stages` are the targets: only they and what they depend on run, so a distillation study does not
+    also rerun the schedule stage that reads the same `distill` params."""
     names = []
     for name, over in study.points():
         cmd = ["dvc", "exp", "run", "--queue", "-n", name]
         for key, value in over.items():
             cmd += ["-S", _override(key, value)]
-        runner(cmd, check=True)
+        runner(cmd + study.stages, check=True)
         names.append(name)
     if jobs is not None:
         runner(["dvc", "queue", "start", "-j", str(jobs)], check=True)

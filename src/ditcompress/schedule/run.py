@@ -133,7 +133,7 @@ def plan_round(cfg, probe, total: int, offset: int, *, rounds_done: int) -> Roun
     """
     model = probe.transformer
     if cfg.kind == "linear_progressive":
-        return _plan_linear(cfg, probe, total, offset, rounds_done)
+        return _plan_linear(cfg, probe, total, rounds_done)
     candidates = [b for b in probe.blocks if cfg.method == "remove" or b not in factorised(model)]
     stops = {"k": None, "cmmd_threshold": None} if cfg.kind == "one_shot" else \
         {"k": cfg.blocks_per_round, "cmmd_threshold": cfg.cmmd_threshold}
@@ -144,7 +144,7 @@ def plan_round(cfg, probe, total: int, offset: int, *, rounds_done: int) -> Roun
                      {"iterations": sel.iterations, "removed_params": sel.removed_params})
 
 
-def _plan_linear(cfg, probe, total: int, offset: int, rounds_done: int) -> RoundPlan:
+def _plan_linear(cfg, probe, total: int, rounds_done: int) -> RoundPlan:
     """Eq 4.15 ranking of every block probed at c_fixed, then eq 4.16/4.19 ratios for the k least important.
 
     The first round takes S, N and k as given: a violated eq 4.21 is the user's error. Later rounds
