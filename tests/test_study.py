@@ -4,6 +4,7 @@ report `dvc exp show --json` figures as they are (the end-to-end run is in test_
 import json
 
 import pytest
+import yaml
 
 from ditcompress.study import (
     STUDIES, StudyError, finished_experiments, get_study, load_studies, metric, queue_study, report_study,
@@ -70,11 +71,11 @@ def test_queue_study_runs_one_dvc_exp_per_point_then_starts_the_queue(tmp_path):
     names = queue_study(get_study("s", path), jobs=2, runner=lambda cmd, check: calls.append(cmd))
     assert names == ["s-out-s0", "s-normalized-hybrid-s0", "s-svd-s0"]
     assert calls == [
-        ["dvc", "exp", "run", "--queue", "-n", "s-out-s0", "-S", "distill.loss=out", "-S", "distill.seed=0", "evaluate"],
-        ["dvc", "exp", "run", "--queue", "-n", "s-normalized-hybrid-s0", "-S", "distill.loss=normalized_hybrid",
-         "-S", "distill.seed=0", "evaluate"],
-        ["dvc", "exp", "run", "--queue", "-n", "s-svd-s0", "-S", "compress.blocks=['0', '1']",
-         "-S", "score.selection.target=null", "-S", "distill.seed=0", "evaluate"],
+        ["dvc", "exp", "run", "--queue", "-n", "s-out-s0", "-S", "++distill.loss=out", "-S", "++distill.seed=0", "evaluate"],
+        ["dvc", "exp", "run", "--queue", "-n", "s-normalized-hybrid-s0", "-S", "++distill.loss=normalized_hybrid",
+         "-S", "++distill.seed=0", "evaluate"],
+        ["dvc", "exp", "run", "--queue", "-n", "s-svd-s0", "-S", "++compress.blocks=['0', '1']",
+         "-S", "++score.selection.target=null", "-S", "++distill.seed=0", "evaluate"],
         ["dvc", "queue", "start", "-j", "2"],
     ]
 
@@ -112,3 +113,23 @@ def test_metric_paths_reach_keys_with_slashes_and_dots():
     assert metric(metrics, "distill.json:seconds") == 12.0
     assert metric(metrics, "distill.json:kind") is None and metric(metrics, "nope.json:x") is None
     assert json.loads(json.dumps(metrics)) == metrics  # untouched
+
+
+@pytest.mark.parametrize("name", sorted(THESIS_STUDIES))
+def test_every_shipped_override_applies_to_params_yaml_through_dvc(tmp_path, name):
+    """DVC's own Hydra parser takes every point's `-S` arguments and sets exactly the asked values
+    (keys params.yaml leaves to the preset, like distill.steps.global, included)."""
+    from dvc.utils.hydra import apply_overrides
+
+    from ditcompress.study import _override
+
+    for point, over in get_study(name, REPO / STUDIES).points():
+        params = tmp_path / f"{point}.yaml"
+        params.write_text((REPO / "params.yaml").read_text())
+        apply_overrides(params, [_override(k, v) for k, v in over.items()])
+        data = yaml.safe_load(params.read_text())
+        for key, value in over.items():
+            node = data
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, (point, key)

@@ -120,8 +120,11 @@ def check_key(key: str, where: str) -> None:
 
 
 def _override(key: str, value) -> str:
-    """A `-S key=value` argument; lists and null in YAML flow syntax."""
-    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+    """A `-S ++key=value` argument; lists and null in YAML flow syntax.
+
+    `++` (Hydra's force-add) sets keys that params.yaml leaves to the preset, e.g. distill.steps.global,
+    which plain `key=value` refuses; check_key has already vetted the key against the schema."""
+    return f"++{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
 
 
 def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run) -> list[str]:

@@ -152,7 +152,7 @@ class DistillConfig(Recipe):
 def recipe_for(cfg: DistillConfig, preset_name: str) -> DistillConfig:
     """`cfg` with every recipe key that params.yaml leaves unset taken from the preset's recipe.
 
-    `steps` merges per phase: `-S distill.steps.global=1000` keeps the preset's other phases.
+    `steps` merges per phase: `-S '+distill.steps.global=1000'` keeps the preset's other phases.
     """
     base = RECIPES[preset_name]
     unset = {f: getattr(base, f) for f in Recipe.model_fields if f not in cfg.model_fields_set}
