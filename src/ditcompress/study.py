@@ -58,8 +58,9 @@ class Study:
                     for values in (itertools.product(*(self.grid[k] for k in keys)) if keys else [])]
         labelled += list(self.experiments.items())
         labelled = labelled or [("", {})]  # a study of `set` alone: one experiment
+        # seed-major: the queue finishes a whole first pass before any second seed
         return [("-".join(p for p in (self.name, label, f"s{seed}") if p), label or "default",
-                 {**self.set, **over, self.seed_key: seed}) for label, over in labelled for seed in self.seeds]
+                 {**self.set, **over, self.seed_key: seed}) for seed in self.seeds for label, over in labelled]
 
 
 def _label(value) -> str:
