@@ -133,3 +133,20 @@ def test_every_shipped_override_applies_to_params_yaml_through_dvc(tmp_path, nam
             for part in key.split("."):
                 node = node[part]
             assert node == value, (point, key)
+
+
+def test_a_study_refuses_to_start_before_the_baseline_is_cached(tmp_path):
+    """`dvc status --json` of a fresh clone: the outputs not in the cache are named in one line."""
+    from ditcompress.study import check_cache, not_in_cache
+
+    status = {"shapes_data": [{"changed outs": {"data/shapes": "not in cache"}}],
+              "pretrain": [{"changed deps": {"data/shapes": "deleted"}}],
+              "schedule": [{"changed deps": {"src/ditcompress/schedule": "modified"}},
+                           {"changed outs": {"plots/schedule": "not in cache", "data/schedule": "deleted"}}]}
+    assert not_in_cache(status) == ["data/shapes", "plots/schedule"]
+    study = get_study("kd-loss", REPO / STUDIES)
+    with pytest.raises(StudyError, match=r"^study kd-loss: data/shapes, plots/schedule not in the DVC cache; "
+                                         r"run `dvc repro` \(make repro\) first"):
+        check_cache(study, status)
+    check_cache(study, {"schedule": [{"changed deps": {"src/ditcompress/schedule": "modified"}}]})  # code edits: fine
+    check_cache(study, {})

@@ -51,9 +51,11 @@ def _study_args(p: argparse.ArgumentParser) -> None:
 
 def _study_run(args: argparse.Namespace) -> int:
     """Queue every experiment of the study (and start the queue)."""
-    from ditcompress.study import get_study, queue_study
+    from ditcompress.study import check_cache, dvc_status, get_study, queue_study
 
-    names = queue_study(get_study(args.name, args.file), None if args.no_start else args.jobs)
+    study = get_study(args.name, args.file)
+    check_cache(study, dvc_status())
+    names = queue_study(study, None if args.no_start else args.jobs)
     print(f"queued {len(names)} experiments: {', '.join(names)}")
     return 0
 

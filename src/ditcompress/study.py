@@ -128,6 +128,28 @@ def _override(key: str, value) -> str:
     return f"++{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
 
 
+def not_in_cache(status: dict) -> list[str]:
+    """The outputs that `dvc status --json` reports as not in the DVC cache."""
+    return sorted({path for changes in status.values() if isinstance(changes, list) for change in changes
+                   if isinstance(change, dict) for path, what in (change.get("changed outs") or {}).items()
+                   if what == "not in cache"})
+
+
+def check_cache(study: Study, status: dict) -> None:
+    """A one-line error unless the baseline's outputs are cached: a queued experiment restores what its
+    targets do not rerun from the cache, and DVC resolves every plot of dvc.yaml when it commits one."""
+    if missing := not_in_cache(status):
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise StudyError(f"study {study.name}: {shown} not in the DVC cache; run `dvc repro` (make repro) first, "
+                         "the experiments start from its outputs")
+
+
+def dvc_status(cwd: str | Path = ".") -> dict:
+    """`dvc status --json` of the repository."""
+    out = subprocess.run(["dvc", "status", "--json"], cwd=cwd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout[out.stdout.index("{"):]) if "{" in out.stdout else {}
+
+
 def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run) -> list[str]:
     """`dvc exp run --queue -n <name> -S ... [stages]` for every point; then `dvc queue start -j jobs` unless None.
 
