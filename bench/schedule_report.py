@@ -1,7 +1,7 @@
 """Quality against size of finished schedule runs, read back from MLflow: one line per schedule.
 
     python bench/schedule_report.py workspace oneshot-1 oneshot-2 oneshot-3 oneshot-4 linear-progressive \
-        --out docs/figures/schedule/compare.png
+        --out schedule_compare.png
 
 Each name is a DVC experiment (`dvc.exp_name` tag; `workspace` for `dvc repro`); its schedule
 round runs give kept fraction, GenEval, CMMD and CLIP score per round, the teacher the point at
@@ -23,7 +23,7 @@ from ditcompress.tracking import tracking_uri
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("names", nargs="+")
-    ap.add_argument("--out", type=Path, default=Path("docs/figures/schedule/compare.png"))
+    ap.add_argument("--out", type=Path, default=Path("schedule_compare.png"))
     args = ap.parse_args()
     client = mlflow.MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("ditcompress")

@@ -216,7 +216,7 @@ def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/res
     groups: dict[str, list[dict]] = {}
     for name, exp in sorted(exps.items()):
         groups.setdefault(study.label(name), []).append({c: metric(exp["metrics"], c) for c in columns})
-    lines = [f"# {study.name}: {study.about} (thesis {study.thesis})", "",
+    lines = [f"# {study.name}: {study.about} (thesis {study.thesis})", "", _made_by(study), "",
              f"Experiments `{study.name}-*`, seeds {study.seeds} ({study.seed_key}); mean ± half the range "
              "over the seeds that finished.", "",
              "| experiment | seeds | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
@@ -235,6 +235,11 @@ def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/res
     bars = study.report.get("bars") or (columns[0] if columns else None)
     _bars(summary.get(bars, {}), bars, f"{study.name} (thesis {study.thesis})").savefig(png, dpi=120)
     return md, png
+
+
+def _made_by(study: Study) -> str:
+    return (f"Made by `ditcompress study {study.name} --jobs 1` (configs/studies.yaml) and "
+            f"`ditcompress report {study.name}`.")
 
 
 def _bars(values: dict[str, tuple[float, float]], what: str, title: str):
@@ -267,7 +272,8 @@ def _report_curves(study: Study, exps: dict[str, dict], out: Path) -> tuple[Path
     lines, table = schedule_curves(client, experiment.experiment_id, names)
     md, png = out / f"{study.name}.md", out / f"{study.name}.png"
     quality_curves(lines).savefig(png, dpi=120)
-    md.write_text("\n".join([f"# {study.name}: {study.about} (thesis {study.thesis})", "", *curves_table(table)]) + "\n")
+    md.write_text("\n".join([f"# {study.name}: {study.about} (thesis {study.thesis})", "", _made_by(study), "",
+                              *curves_table(table)]) + "\n")
     return md, png
 
 
