@@ -233,7 +233,8 @@ def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/res
     md.write_text("\n".join(lines) + "\n")
     png = out / f"{study.name}.png"
     bars = study.report.get("bars") or (columns[0] if columns else None)
-    _bars(summary.get(bars, {}), bars, f"{study.name} (thesis {study.thesis})").savefig(png, dpi=120)
+    bars = bars if isinstance(bars, list) else [bars]
+    _bars({b: summary.get(b, {}) for b in bars}, f"{study.name} (thesis {study.thesis})").savefig(png, dpi=120)
     return md, png
 
 
@@ -242,19 +243,29 @@ def _made_by(study: Study) -> str:
             f"`ditcompress report {study.name}`.")
 
 
-def _bars(values: dict[str, tuple[float, float]], what: str, title: str):
+def _bars(series: dict[str, dict[str, tuple[float, float]]], title: str):
+    """Bars per experiment label, one colour per metric of `series` ({metric: {label: (mean, spread)}})."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(4.0, 1.1 * len(values) + 2), 3.6), layout="constrained")
+    labels = list(dict.fromkeys(label for values in series.values() for label in values))
+    width = 0.8 / max(1, len(series))
+    fig = Figure(figsize=(max(4.0, (0.6 + 0.5 * len(series)) * len(labels) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
-    labels = list(values)
-    ax.bar(labels, [values[k][0] for k in labels], yerr=[values[k][1] for k in labels], capsize=4, color="tab:blue")
-    for i, k in enumerate(labels):
-        ax.annotate(f"{values[k][0]:.3f}", (i, values[k][0]), ha="center", va="bottom", fontsize=8,
-                    xytext=(0, 3), textcoords="offset points")
-    ax.set_ylabel(what.split(":", 1)[-1])
+    for j, (what, values) in enumerate(series.items()):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i, k in enumerate(labels) if k in values]
+        ys = [values[k][0] for k in labels if k in values]
+        ax.bar(xs, ys, width, yerr=[values[k][1] for k in labels if k in values], capsize=3,
+               label=what.split(":", 1)[-1])
+        for x, y in zip(xs, ys):
+            ax.annotate(f"{y:.3f}", (x, y), ha="center", va="bottom" if y >= 0 else "top", fontsize=7,
+                        xytext=(0, 2 if y >= 0 else -2), textcoords="offset points")
+    ax.set_xticks(range(len(labels)), labels, rotation=20)
+    ax.axhline(0, color="black", linewidth=0.6)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    else:
+        ax.set_ylabel(next(iter(series)).split(":", 1)[-1])
     ax.set_title(title)
-    ax.tick_params(axis="x", rotation=20)
     return fig
 
 
