@@ -146,8 +146,13 @@ def check_cache(study: Study, status: dict) -> None:
 
 def dvc_status(cwd: str | Path = ".") -> dict:
     """`dvc status --json` of the repository."""
-    out = subprocess.run(["dvc", "status", "--json"], cwd=cwd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout[out.stdout.index("{"):]) if "{" in out.stdout else {}
+    return _dvc_json(["status", "--json"], cwd, "{") or {}
+
+
+def _dvc_json(args: list[str], cwd: str | Path, opener: str):
+    """The JSON document a `dvc` command prints (after any log lines), or None if it prints none."""
+    out = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out[out.index(opener):]) if opener in out else None
 
 
 def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run) -> list[str]:
@@ -290,5 +295,4 @@ def _report_curves(study: Study, exps: dict[str, dict], out: Path) -> tuple[Path
 
 def dvc_exp_show(cwd: str | Path = ".") -> list[dict]:
     """`dvc exp show --json` (every experiment of every baseline)."""
-    out = subprocess.run(["dvc", "exp", "show", "--json", "-A"], cwd=cwd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout[out.stdout.index("["):])
+    return _dvc_json(["exp", "show", "--json", "-A"], cwd, "[") or []
