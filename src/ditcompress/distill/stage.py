@@ -130,8 +130,8 @@ def run_distill(params, out_dir: str | Path, work_dir: str | Path = "data/distil
             if cfg.sample_prompts:
                 _sample_grid(params, renderer, student, Path(plots_dir), cfg.sample_prompts, tracker)
     steps = sum(n for *_, n in phases)
-    summary = {"params": kept, "teacher_params": total, "kept_fraction": kept / total, "steps": steps,
-               "seconds": seconds, "feature_pairs": len(setup.pairs)}
+    # the student's size is compress.json's (and evaluate.json's): repeating it here only adds columns to dvc exp show
+    summary = {"steps": steps, "seconds": seconds, "feature_pairs": len(setup.pairs)}
     if tracker is not None:
         tracker.log_dict({"pairs": setup.pairs, "phases": phases, "recipe": cfg.model_dump(mode="json"),
                           "sampler": fingerprint(gen)}, "distill/setup.json")

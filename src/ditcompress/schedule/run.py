@@ -359,7 +359,7 @@ def run_schedule(params, out_dir: str | Path = "models/students/schedule", work_
             probe = _probe(params, cfg, str(rdir / "student"), work / f"probe-{k}")
             after = probe.measure([], desc="render retrained")
             metrics = _evaluate(params, cfg, f"round-{k}", str(rdir / "student"), eval_dir, rt)
-            row = _row(k, summary["params"], total, metrics, blocks=rp.blocks, ratios=rp.ratios, method=rp.method,
+            row = _row(k, pending["params"], total, metrics, blocks=rp.blocks, ratios=rp.ratios, method=rp.method,
                        stopped=rp.stopped, cmmd_before=pending["cmmd_before"], cmmd_after=after.cmmd,
                        clip_after=after.clip_score, steps=sum(round_steps.values()),
                        distill_seconds=summary["seconds"], student=str(rdir / "student"), detail=rp.detail)
