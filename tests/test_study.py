@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from ditcompress.study import (
-    STUDIES, StudyError, finished_experiments, get_study, load_studies, metric, queue_study, report_study,
+    STUDIES, StudyError, finished_experiments, get_study, load_studies, metric, queue_study, report_study, worker_env,
 )
 
 from .shrunk import REPO
@@ -68,7 +68,7 @@ def test_queue_study_runs_one_dvc_exp_per_point_then_starts_the_queue(tmp_path):
                            "  experiments: {svd: {compress.blocks: ['0', '1'], score.selection.target: null}}\n"
                            "  seed_key: distill.seed\n  stages: [evaluate]\n")
     calls = []
-    names = queue_study(get_study("s", path), jobs=2, runner=lambda cmd, check: calls.append(cmd))
+    names = queue_study(get_study("s", path), jobs=2, runner=lambda cmd, check, env=None: calls.append(cmd))
     assert names == ["s-out-s0", "s-normalized-hybrid-s0", "s-svd-s0"]
     assert calls == [
         ["dvc", "exp", "run", "--queue", "-n", "s-out-s0", "-S", "++distill.loss=out", "-S", "++distill.seed=0", "evaluate"],
@@ -78,6 +78,14 @@ def test_queue_study_runs_one_dvc_exp_per_point_then_starts_the_queue(tmp_path):
          "-S", "++score.selection.target=null", "-S", "++distill.seed=0", "evaluate"],
         ["dvc", "queue", "start", "-j", "2"],
     ]
+
+
+def test_queue_workers_split_the_cores_between_the_jobs_unless_told():
+    assert worker_env(2, cores=2, environ={})["OMP_NUM_THREADS"] == "1"
+    assert worker_env(3, cores=16, environ={})["MKL_NUM_THREADS"] == "5"
+    assert worker_env(4, cores=2, environ={})["OMP_NUM_THREADS"] == "1"  # never 0
+    assert worker_env(2, cores=2, environ={"OMP_NUM_THREADS": "2", "PATH": "/x"}) == {
+        "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "1", "PATH": "/x"}
 
 
 def _show(exps: dict[str, dict]) -> list[dict]:

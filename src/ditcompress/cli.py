@@ -44,7 +44,7 @@ def _params_run(args: argparse.Namespace) -> int:
 def _study_args(p: argparse.ArgumentParser) -> None:
     """Arguments of `ditcompress study`."""
     p.add_argument("name", help="a study of configs/studies.yaml (criteria, selection, kd-loss, ...)")
-    p.add_argument("--jobs", type=int, default=1, help="experiments run side by side by `dvc queue start`")
+    p.add_argument("--jobs", type=int, default=1, help="experiments run side by side by `dvc queue start`; each gets cores/jobs threads")
     p.add_argument("--no-start", action="store_true", help="only queue; start later with `dvc queue start`")
     p.add_argument("--file", default="configs/studies.yaml", help="the studies file")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,8 +169,18 @@ def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run) -> li
         runner(cmd + study.stages, check=True)
         names.append(name)
     if jobs is not None:
-        runner(["dvc", "queue", "start", "-j", str(jobs)], check=True)
+        runner(["dvc", "queue", "start", "-j", str(jobs)], check=True, env=worker_env(jobs))
     return names
+
+
+def worker_env(jobs: int, cores: int | None = None, environ=os.environ) -> dict[str, str]:
+    """The queue workers' environment: the cores split between `jobs` experiments (torch would give each all of
+    them, and side-by-side runs would then fight over every core). A thread count already set is kept."""
+    env = dict(environ)
+    threads = str(max(1, (cores or os.cpu_count() or 1) // max(1, jobs)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, threads)
+    return env
 
 
 # ---------------------------------------------------------------- report
@@ -244,7 +255,7 @@ def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/res
 
 
 def _made_by(study: Study) -> str:
-    return (f"Made by `ditcompress study {study.name} --jobs 1` (configs/studies.yaml) and "
+    return (f"Made by `ditcompress study {study.name}` (configs/studies.yaml) and "
             f"`ditcompress report {study.name}`.")
 
 
