@@ -89,12 +89,17 @@ def test_queue_workers_split_the_cores_between_the_jobs_unless_told():
 
 
 def _show(exps: dict[str, dict]) -> list[dict]:
-    """A `dvc exp show --json` document holding these experiments' metrics files (and one queued)."""
-    revs = [{"rev": f"r{i}", "name": name, "data": {"metrics": {f"metrics/{f}": {"data": d} for f, d in m.items()},
-                                                     "params": {"params.yaml": {"data": {}}}}}
-            for i, (name, m) in enumerate(exps.items())]
-    revs.append({"rev": "q", "name": "kd-out-s9", "data": {"metrics": {}}})  # queued: nothing yet
-    return [{"rev": "workspace", "data": {}}, {"rev": "b", "name": "main", "experiments": [{"revs": revs}]}]
+    """A `dvc exp show --json` document holding these finished experiments' metrics files, one queued and one
+    running (which DVC shows with the workspace's metrics)."""
+    def entry(name, state, rev, metrics):
+        data = {"rev": rev, "metrics": {f"metrics/{f}": {"data": d} for f, d in metrics.items()},
+                "params": {"params.yaml": {"data": {}}}}
+        return {"executor": state and {"state": state}, "name": name, "revs": [{"rev": rev, "name": name, "data": data}]}
+
+    workspace = {"evaluate.json": {"distilled": {"geneval/overall": 0.9}}}
+    experiments = [entry(name, "success" if i % 2 else None, f"r{i}", m) for i, (name, m) in enumerate(exps.items())]
+    experiments += [entry("kd-out-s9", "queued", "q", {}), entry("kd-standard-s1", "running", "workspace", workspace)]
+    return [{"rev": "workspace", "data": {}}, {"rev": "b", "name": "main", "experiments": experiments}]
 
 
 def test_report_is_the_mean_and_half_range_over_seeds(tmp_path):

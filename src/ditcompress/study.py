@@ -190,6 +190,8 @@ def finished_experiments(show: list[dict], prefix: str) -> dict[str, dict]:
     found = {}
     for baseline in show:
         for exp in baseline.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+                continue  # queued, failed, or running (shown with the workspace's metrics)
             for rev in exp.get("revs") or []:
                 name, data = rev.get("name") or "", rev.get("data") or {}
                 if not name.startswith(prefix) or rev.get("error") or not data.get("metrics"):
