@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from ditcompress.study import (
-    STUDIES, StudyError, finished_experiments, get_study, load_studies, metric, queue_study, report_study, worker_env,
+    STUDIES, StudyError, finished_experiments, get_study, load_studies, metric, queue_study, report_study,
+    stand_in_experiments, worker_env,
 )
 
 from .shrunk import REPO
@@ -163,3 +164,31 @@ def test_a_study_refuses_to_start_before_the_baseline_is_cached(tmp_path):
         check_cache(study, status)
     check_cache(study, {"schedule": [{"changed deps": {"src/ditcompress/schedule": "modified"}}]})  # code edits: fine
     check_cache(study, {})
+
+
+def test_a_point_already_measured_under_another_name_stands_in_for_it(tmp_path):
+    """kd-loss's default loss is protocol's default protocol: equal params.yaml, one run, both reports."""
+    path = _file(tmp_path, "kd:\n  thesis: fig 5.11\n  about: losses\n  grid: {distill.loss: [out, standard]}\n"
+                           "  set: {distill.steps.global: 9}\n  seeds: [0, 1]\n  seed_key: distill.seed\n"
+                           "  report:\n    metrics: [evaluate.json:distilled.geneval/overall]\n")
+    base = {"distill": {"loss": "standard", "seed": 0}, "seed": 3}
+
+    def exp(name, params, geneval):
+        data = {"params": {"params.yaml": {"data": params}},
+                "metrics": {"metrics/evaluate.json": {"data": {"distilled": {"geneval/overall": geneval}}}}}
+        return {"executor": None, "name": name, "revs": [{"rev": name, "name": name, "data": data}]}
+
+    show = [{"rev": "workspace", "data": {"params": {"params.yaml": {"data": base}}}},
+            {"rev": "b", "experiments": [
+                exp("kd-out-s0", {"distill": {"loss": "out", "seed": 0, "steps": {"global": 9}}, "seed": 3}, 0.5),
+                exp("kd-standard-s0", {"distill": {"loss": "standard", "seed": 0, "steps": {"global": 9}}, "seed": 3}, 0.6),
+                # the same params as kd-standard-s1 (and as kd-out-s1 but for the loss)
+                exp("proto-default-s1", {"distill": {"loss": "standard", "seed": 1, "steps": {"global": 9}}, "seed": 3}, 0.8),
+                exp("longer-s1", {"distill": {"loss": "out", "seed": 1, "steps": {"global": 10}}, "seed": 3}, 0.1)]}]
+    study = get_study("kd", path)
+    found = finished_experiments(show, "kd-")
+    assert {n: o for n, (o, _) in stand_in_experiments(study, show, found).items()} == {"kd-standard-s1": "proto-default-s1"}
+    md, _ = report_study(study, show, tmp_path / "results")
+    text = md.read_text()
+    assert "kd-standard-s1 = proto-default-s1" in text
+    assert "| standard | 2 | 0.7 ± 0.1 |" in text and "| out | 1 | 0.5 |" in text

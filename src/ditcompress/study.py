@@ -202,6 +202,37 @@ def finished_experiments(show: list[dict], prefix: str) -> dict[str, dict]:
     return found
 
 
+def stand_in_experiments(study: Study, show: list[dict], found: dict[str, dict]) -> dict[str, tuple[str, dict]]:
+    """{point: (other experiment, its entry)} for the study's points with no finished experiment of their own
+    but one of any name whose params.yaml equals the point's (e.g. kd-loss's default loss is protocol's
+    default protocol). Equal params are the test: the code may be another commit's."""
+    base = next(((b.get("data") or {}).get("params") or {} for b in show if b.get("rev") == "workspace"), {})
+    base = (base.get("params.yaml") or {}).get("data")
+    if not base:
+        return {}
+    everyone = finished_experiments(show, "")
+    out = {}
+    for name, over in study.points():
+        if name in found:
+            continue
+        want = _with(base, over)
+        other = next((n for n, e in sorted(everyone.items()) if e["params"] == want), None)
+        if other is not None:
+            out[name] = (other, everyone[other])
+    return out
+
+
+def _with(params: dict, overrides: dict[str, Any]) -> dict:
+    """params.yaml's data with dotted-key overrides set (what `-S ++key=value` does)."""
+    out = json.loads(json.dumps(params))
+    for key, value in overrides.items():
+        node, *path, last = [out, *key.split(".")]
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
 def metric(metrics: dict[str, dict], path: str) -> float | None:
     """`file.json:a.b/c` of one experiment's metrics (keys may contain '/'), or None."""
     file, _, key = path.partition(":")
@@ -223,6 +254,9 @@ def metric(metrics: dict[str, dict], path: str) -> float | None:
 def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/results") -> tuple[Path, Path]:
     """`<out_dir>/<study>.md` (table: varied keys, metrics, mean ± spread over seeds) and `<study>.png`."""
     exps = finished_experiments(show, f"{study.name}-")
+    stand_ins = stand_in_experiments(study, show, exps)
+    for name, other in stand_ins.items():
+        exps[name] = other[1]
     if not exps:
         raise StudyError(f"report {study.name}: no finished experiment named {study.name}-* in dvc exp show "
                          f"(run `ditcompress study {study.name}` first)")
@@ -237,6 +271,8 @@ def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/res
     lines = [f"# {study.name}: {study.about} (thesis {study.thesis})", "", _made_by(study), "",
              f"Experiments `{study.name}-*`, seeds {study.seeds} ({study.seed_key}); mean ± half the range "
              "over the seeds that finished.", "",
+             *([f"Measured under another name with the same params.yaml (not run twice): "
+                + ", ".join(f"{n} = {o[0]}" for n, o in sorted(stand_ins.items())) + ".", ""] if stand_ins else []),
              "| experiment | seeds | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
     summary = {}
     for label, runs in groups.items():
