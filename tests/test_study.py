@@ -8,7 +8,7 @@ import yaml
 
 from ditcompress.study import (
     STUDIES, StudyError, finished_experiments, get_study, load_studies, metric, queue_study, report_study,
-    stand_in_experiments, worker_env,
+    twin_experiments, worker_env,
 )
 
 from .shrunk import REPO
@@ -69,7 +69,7 @@ def test_queue_study_runs_one_dvc_exp_per_point_then_starts_the_queue(tmp_path):
                            "  experiments: {svd: {compress.blocks: ['0', '1'], score.selection.target: null}}\n"
                            "  seed_key: distill.seed\n  stages: [evaluate]\n")
     calls = []
-    names = queue_study(get_study("s", path), jobs=2, runner=lambda cmd, check, env=None: calls.append(cmd))
+    names, _ = queue_study(get_study("s", path), jobs=2, runner=lambda cmd, check, env=None: calls.append(cmd))
     assert names == ["s-out-s0", "s-normalized-hybrid-s0", "s-svd-s0"]
     assert calls == [
         ["dvc", "exp", "run", "--queue", "-n", "s-out-s0", "-S", "++distill.loss=out", "-S", "++distill.seed=0", "evaluate"],
@@ -187,7 +187,14 @@ def test_a_point_already_measured_under_another_name_stands_in_for_it(tmp_path):
                 exp("longer-s1", {"distill": {"loss": "out", "seed": 1, "steps": {"global": 10}}, "seed": 3}, 0.1)]}]
     study = get_study("kd", path)
     found = finished_experiments(show, "kd-")
-    assert {n: o for n, (o, _) in stand_in_experiments(study, show, found).items()} == {"kd-standard-s1": "proto-default-s1"}
+    assert twin_experiments(study, show, set(found)) == {"kd-standard-s1": "proto-default-s1"}
+    # and it is not queued again (queue_study skips it, a running or queued twin included)
+    show[1]["experiments"][2]["executor"] = {"state": "queued"}
+    calls = []
+    names, twins = queue_study(study, None, runner=lambda cmd, check: calls.append(cmd), show=show)
+    assert twins == {"kd-out-s0": "kd-out-s0", "kd-standard-s0": "kd-standard-s0", "kd-standard-s1": "proto-default-s1"}
+    assert names == ["kd-out-s1"] and len(calls) == 1  # a second call carries on where the first stopped
+    show[1]["experiments"][2]["executor"] = None
     md, _ = report_study(study, show, tmp_path / "results")
     text = md.read_text()
     assert "kd-standard-s1 = proto-default-s1" in text

@@ -51,11 +51,14 @@ def _study_args(p: argparse.ArgumentParser) -> None:
 
 def _study_run(args: argparse.Namespace) -> int:
     """Queue every experiment of the study (and start the queue)."""
-    from ditcompress.study import check_cache, dvc_status, get_study, queue_study
+    from ditcompress.study import check_cache, dvc_exp_show, dvc_status, get_study, queue_study
 
     study = get_study(args.name, args.file)
     check_cache(study, dvc_status())
-    names = queue_study(study, None if args.no_start else args.jobs)
+    names, twins = queue_study(study, None if args.no_start else args.jobs, show=dvc_exp_show())
+    for name, twin in twins.items():
+        print(f"not queued {name}: " + ("queued or run already" if twin == name
+                                          else f"{twin} has the same params.yaml (the report uses it)"))
     print(f"queued {len(names)} experiments: {', '.join(names)}")
     return 0
 

@@ -156,13 +156,20 @@ def _dvc_json(args: list[str], cwd: str | Path, opener: str):
     return json.loads(out[out.index(opener):]) if opener in out else None
 
 
-def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run) -> list[str]:
+def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run,
+                show: list[dict] | None = None) -> tuple[list[str], dict[str, str]]:
     """`dvc exp run --queue -n <name> -S ... [stages]` for every point; then `dvc queue start -j jobs` unless None.
+    Returns the queued names and {point: twin} for the points skipped because an experiment of `show` (`dvc exp
+    show --json`: finished, running or queued) already has their params.yaml: the point's own, from an earlier
+    call cut short, or another study's.
 
     A study's `stages` are the targets: only they and what they depend on run, so a distillation study does not
     also rerun the schedule stage that reads the same `distill` params."""
     names = []
+    twins = twin_experiments(study, show or [], set(), states=(None, "success", "running", "queued"))
     for name, over in study.points():
+        if name in twins:
+            continue
         cmd = ["dvc", "exp", "run", "--queue", "-n", name]
         for key, value in over.items():
             cmd += ["-S", _override(key, value)]
@@ -170,7 +177,7 @@ def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run) -> li
         names.append(name)
     if jobs is not None:
         runner(["dvc", "queue", "start", "-j", str(jobs)], check=True, env=worker_env(jobs))
-    return names
+    return names, twins
 
 
 def worker_env(jobs: int, cores: int | None = None, environ=os.environ) -> dict[str, str]:
@@ -202,23 +209,33 @@ def finished_experiments(show: list[dict], prefix: str) -> dict[str, dict]:
     return found
 
 
-def stand_in_experiments(study: Study, show: list[dict], found: dict[str, dict]) -> dict[str, tuple[str, dict]]:
-    """{point: (other experiment, its entry)} for the study's points with no finished experiment of their own
-    but one of any name whose params.yaml equals the point's (e.g. kd-loss's default loss is protocol's
-    default protocol). Equal params are the test: the code may be another commit's."""
+def twin_experiments(study: Study, show: list[dict], skip: set[str],
+                     states: tuple = (None, "success")) -> dict[str, str]:
+    """{point: experiment} for the study's points not in `skip` whose params.yaml equals that of an experiment of
+    `show` in one of `states` under any other name (kd-loss's default loss is protocol's default protocol and
+    strategy's removal). Equal params are the test: the twin's code may be another commit's."""
     base = next(((b.get("data") or {}).get("params") or {} for b in show if b.get("rev") == "workspace"), {})
     base = (base.get("params.yaml") or {}).get("data")
     if not base:
         return {}
-    everyone = finished_experiments(show, "")
+    others = {}
+    for baseline in show:
+        for exp in baseline.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in states:
+                continue
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
+                if rev.get("name") and params and not rev.get("error"):
+                    others.setdefault(rev["name"], params)
     out = {}
     for name, over in study.points():
-        if name in found:
+        if name in skip:
             continue
         want = _with(base, over)
-        other = next((n for n, e in sorted(everyone.items()) if e["params"] == want), None)
-        if other is not None:
-            out[name] = (other, everyone[other])
+        twin = next((n for n, p in sorted(others.items(), key=lambda item: item[0] != name) if p == want), None)
+        if twin is not None:
+            out[name] = twin
     return out
 
 
@@ -254,9 +271,11 @@ def metric(metrics: dict[str, dict], path: str) -> float | None:
 def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/results") -> tuple[Path, Path]:
     """`<out_dir>/<study>.md` (table: varied keys, metrics, mean ± spread over seeds) and `<study>.png`."""
     exps = finished_experiments(show, f"{study.name}-")
-    stand_ins = stand_in_experiments(study, show, exps)
-    for name, other in stand_ins.items():
-        exps[name] = other[1]
+    stand_ins = twin_experiments(study, show, set(exps))
+    everyone = finished_experiments(show, "") if stand_ins else {}
+    stand_ins = {name: twin for name, twin in stand_ins.items() if twin in everyone}  # with metrics
+    for name, twin in stand_ins.items():
+        exps[name] = everyone[twin]
     if not exps:
         raise StudyError(f"report {study.name}: no finished experiment named {study.name}-* in dvc exp show "
                          f"(run `ditcompress study {study.name}` first)")
@@ -272,7 +291,7 @@ def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/res
              f"Experiments `{study.name}-*`, seeds {study.seeds} ({study.seed_key}); mean ± half the range "
              "over the seeds that finished.", "",
              *([f"Measured under another name with the same params.yaml (not run twice): "
-                + ", ".join(f"{n} = {o[0]}" for n, o in sorted(stand_ins.items())) + ".", ""] if stand_ins else []),
+                + ", ".join(f"{n} = {o}" for n, o in sorted(stand_ins.items())) + ".", ""] if stand_ins else []),
              "| experiment | seeds | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
     summary = {}
     for label, runs in groups.items():
