@@ -195,18 +195,22 @@ def worker_env(jobs: int, cores: int | None = None, environ=os.environ) -> dict[
 def finished_experiments(show: list[dict], prefix: str) -> dict[str, dict]:
     """{experiment name: {"params": ..., "metrics": {file: data}}} of `dvc exp show --json`, by name prefix."""
     found = {}
+    for name, data in _experiment_revs(show, (None, "success")):  # not queued, failed or running (shown with
+        if name.startswith(prefix) and data.get("metrics"):         # the workspace's metrics)
+            metrics = {Path(f).name: (m or {}).get("data", {}) for f, m in data["metrics"].items()}
+            params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+            found.setdefault(name, {"params": params, "metrics": metrics, "timestamp": data.get("timestamp")})
+    return found
+
+
+def _experiment_revs(show: list[dict], states: tuple):
+    """(name, data) of every named, error-free experiment of `dvc exp show --json` whose executor is in `states`."""
     for baseline in show:
         for exp in baseline.get("experiments") or []:
-            if (exp.get("executor") or {}).get("state") not in (None, "success"):
-                continue  # queued, failed, or running (shown with the workspace's metrics)
-            for rev in exp.get("revs") or []:
-                name, data = rev.get("name") or "", rev.get("data") or {}
-                if not name.startswith(prefix) or rev.get("error") or not data.get("metrics"):
-                    continue
-                metrics = {Path(f).name: (m or {}).get("data", {}) for f, m in data["metrics"].items()}
-                params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-                found.setdefault(name, {"params": params, "metrics": metrics, "timestamp": data.get("timestamp")})
-    return found
+            if (exp.get("executor") or {}).get("state") in states:
+                for rev in exp.get("revs") or []:
+                    if rev.get("name") and not rev.get("error"):
+                        yield rev["name"], rev.get("data") or {}
 
 
 def twin_experiments(study: Study, show: list[dict], skip: set[str],
@@ -219,15 +223,10 @@ def twin_experiments(study: Study, show: list[dict], skip: set[str],
     if not base:
         return {}
     others = {}
-    for baseline in show:
-        for exp in baseline.get("experiments") or []:
-            if (exp.get("executor") or {}).get("state") not in states:
-                continue
-            for rev in exp.get("revs") or []:
-                data = rev.get("data") or {}
-                params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
-                if rev.get("name") and params and not rev.get("error"):
-                    others.setdefault(rev["name"], params)
+    for name, data in _experiment_revs(show, states):
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
+        if params:
+            others.setdefault(name, params)
     out = {}
     for name, over in study.points():
         if name in skip:
