@@ -64,6 +64,17 @@ def test_unknown_study_and_dict_sub_keys(tmp_path):
         get_study("kd", path)
 
 
+def test_a_listed_experiment_may_name_its_own_seeds(tmp_path):
+    path = _file(tmp_path, "s:\n  thesis: x\n  about: y\n  grid: {distill.loss: [out]}\n  seeds: [0, 1]\n"
+                           "  experiments: {a: {distill.steps.global: 5, seeds: [2]}, b: {distill.steps.local: 3, seeds: [1]}}\n")
+    study = get_study("s", path)
+    assert study.points() == [("s-out-s0", {"distill.loss": "out", "seed": 0}),
+                              ("s-out-s1", {"distill.loss": "out", "seed": 1}),
+                              ("s-b-s1", {"distill.steps.local": 3, "seed": 1}),
+                              ("s-a-s2", {"distill.steps.global": 5, "seed": 2})]
+    assert study.label("s-a-s2") == "a"
+
+
 def test_queue_study_runs_one_dvc_exp_per_point_then_starts_the_queue(tmp_path):
     path = _file(tmp_path, "s:\n  thesis: x\n  about: y\n  grid: {distill.loss: [out, normalized_hybrid]}\n"
                            "  experiments: {svd: {compress.blocks: ['0', '1'], score.selection.target: null}}\n"

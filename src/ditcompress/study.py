@@ -59,9 +59,11 @@ class Study:
                     for values in (itertools.product(*(self.grid[k] for k in keys)) if keys else [])]
         labelled += list(self.experiments.items())
         labelled = labelled or [("", {})]  # a study of `set` alone: one experiment
+        seeds = {label: over.get("seeds", self.seeds) for label, over in labelled}
         # seed-major: the queue finishes a whole first pass before any second seed
         return [("-".join(p for p in (self.name, label, f"s{seed}") if p), label or "default",
-                 {**self.set, **over, self.seed_key: seed}) for seed in self.seeds for label, over in labelled]
+                 {**self.set, **{k: v for k, v in over.items() if k != "seeds"}, self.seed_key: seed})
+                for seed in sorted(set().union(*seeds.values())) for label, over in labelled if seed in seeds[label]]
 
 
 def _label(value) -> str:
@@ -77,7 +79,8 @@ def load_studies(path: str | Path = STUDIES) -> dict[str, Study]:
             study = Study(name=name, **body)
         except TypeError as err:
             raise StudyError(f"{path}: study {name!r}: {err}") from None
-        for key in [*study.grid, *study.set, study.seed_key, *(k for e in study.experiments.values() for k in e)]:
+        for key in [*study.grid, *study.set, study.seed_key,
+                    *(k for e in study.experiments.values() for k in e if k != "seeds")]:
             check_key(key, f"{path}: study {name!r}")
         check_stages(study.stages, Path(path).resolve().parent.parent / "dvc.yaml", f"{path}: study {name!r}")
         studies[name] = study
