@@ -102,16 +102,19 @@ def test_queue_workers_split_the_cores_between_the_jobs_unless_told():
 
 def _show(exps: dict[str, dict]) -> list[dict]:
     """A `dvc exp show --json` document holding these finished experiments' metrics files, one queued and one
-    running (which DVC shows with the workspace's metrics)."""
+    running (which DVC shows with the workspace's metrics). `kd-<loss>-s<seed>` has params.yaml
+    {distill: {loss}, seed}, like the workspace's with loss `none`."""
     def entry(name, state, rev, metrics):
+        _, loss, seed = name.split("-")
         data = {"rev": rev, "metrics": {f"metrics/{f}": {"data": d} for f, d in metrics.items()},
-                "params": {"params.yaml": {"data": {}}}}
+                "params": {"params.yaml": {"data": {"distill": {"loss": loss}, "seed": int(seed[1:])}}}}
         return {"executor": state and {"state": state}, "name": name, "revs": [{"rev": rev, "name": name, "data": data}]}
 
     workspace = {"evaluate.json": {"distilled": {"geneval/overall": 0.9}}}
     experiments = [entry(name, "success" if i % 2 else None, f"r{i}", m) for i, (name, m) in enumerate(exps.items())]
     experiments += [entry("kd-out-s9", "queued", "q", {}), entry("kd-standard-s1", "running", "workspace", workspace)]
-    return [{"rev": "workspace", "data": {}}, {"rev": "b", "name": "main", "experiments": experiments}]
+    base = {"params": {"params.yaml": {"data": {"distill": {"loss": "none"}, "seed": 0}}}}
+    return [{"rev": "workspace", "data": base}, {"rev": "b", "name": "main", "experiments": experiments}]
 
 
 def test_report_is_the_mean_and_half_range_over_seeds(tmp_path):
@@ -120,7 +123,7 @@ def test_report_is_the_mean_and_half_range_over_seeds(tmp_path):
     show = _show({"kd-out-s0": {"evaluate.json": {"distilled": {"geneval/overall": 0.8}}},
                   "kd-out-s1": {"evaluate.json": {"distilled": {"geneval/overall": 0.7}}},
                   "kd-standard-s0": {"evaluate.json": {"distilled": {"geneval/overall": 0.75}}},
-                  "other-s0": {"evaluate.json": {"distilled": {"geneval/overall": 0.1}}}})
+                  "other-x-s0": {"evaluate.json": {"distilled": {"geneval/overall": 0.1}}}})
     assert set(finished_experiments(show, "kd-")) == {"kd-out-s0", "kd-out-s1", "kd-standard-s0"}
     md, png = report_study(get_study("kd", path), show, tmp_path / "results")
     rows = [line for line in md.read_text().splitlines() if line.startswith("| out") or line.startswith("| standard")]
@@ -210,3 +213,69 @@ def test_a_point_already_measured_under_another_name_stands_in_for_it(tmp_path):
     text = md.read_text()
     assert "kd-standard-s1 = proto-default-s1" in text
     assert "| standard | 2 | 0.7 ± 0.1 |" in text and "| out | 1 | 0.5 |" in text
+
+
+def test_the_report_takes_each_point_by_params_and_the_baseline_when_current(tmp_path):
+    """An experiment left under a point's name by an older version of the study is not reported; a point equal
+    to the workspace is the baseline's `dvc repro`, if its outputs are those of its params (`baseline_current`)."""
+    path = _file(tmp_path, "kd:\n  thesis: x\n  about: y\n  grid: {distill.loss: [out, none]}\n"
+                           "  report:\n    metrics: [evaluate.json:distilled.geneval/overall]\n")
+    show = _show({"kd-out-s0": {"evaluate.json": {"distilled": {"geneval/overall": 0.8}}}})
+    show[0]["data"]["metrics"] = {"metrics/evaluate.json": {"data": {"distilled": {"geneval/overall": 0.6}}}}
+    stale = show[1]["experiments"][0]["revs"][0]["data"]["params"]["params.yaml"]["data"]
+    study = get_study("kd", path)
+    assert twin_experiments(study, show, set(), baseline=True) == {"kd-out-s0": "kd-out-s0", "kd-none-s0": "workspace"}
+    assert twin_experiments(study, show, set()) == {"kd-out-s0": "kd-out-s0"}
+    md, _ = report_study(study, show, tmp_path / "results", baseline=True)
+    text = md.read_text()
+    assert "| none | 1 | 0.6 |" in text and "| out | 1 | 0.8 |" in text and "kd-none-s0 = workspace" in text
+    calls = []
+    names, _ = queue_study(study, None, runner=lambda cmd, check: calls.append(cmd), show=show, baseline=True)
+    assert names == [] and calls == []
+    stale["distill"]["steps"] = {"global": 7}  # kd-out-s0 ran with params the study no longer has
+    md, _ = report_study(study, show, tmp_path / "results", baseline=True)
+    assert "| out |" not in md.read_text()
+    with pytest.raises(StudyError, match=r"^report kd: no finished experiment"):
+        report_study(study, show, tmp_path / "results")
+
+
+def test_the_baseline_is_current_unless_a_stage_s_params_changed():
+    from ditcompress.study import baseline_current
+
+    assert baseline_current({})
+    assert baseline_current({"schedule": [{"changed deps": {"src/ditcompress/schedule": "modified"}}]})
+    assert not baseline_current({"distill": [{"changed deps": {"params.yaml": {"distill.seed": "modified"}}}]})
+
+
+class _Run:
+    def __init__(self, run_id, status="FINISHED", params=None, metrics=None, parent=None):
+        self.info = type("Info", (), {"run_id": run_id, "status": status})()
+        self.data = type("Data", (), {"params": params or {}, "metrics": metrics or {}})()
+        self.parent = parent
+
+
+def test_schedule_curves_join_one_shot_runs_per_seed():
+    """One line per progressive experiment; the one-shot runs of one seed make one line, with the teacher."""
+    from ditcompress.schedule.report import schedule_curves
+
+    stages, rounds = {}, []
+    for name, kind, kept in [("p-s0", "progressive", [0.9, 0.8]), ("o1-s0", "one_shot", [0.9]),
+                             ("o2-s0", "one_shot", [0.8]), ("o2-s1", "one_shot", [0.8])]:
+        stages[name] = _Run(name, params={"schedule.kind": kind}, metrics={"teacher_geneval": 0.9})
+        rounds += [_Run(f"{name}/{k}", parent=name, metrics={"round": k, "kept_fraction": f, "params": 10 * f,
+                                                             "steps": 5.0, "geneval": f - 0.1})
+                   for k, f in enumerate(kept, 1)]
+
+    class Client:
+        def search_runs(self, _, query, order_by=None):
+            if "dvc.exp_name" in query:
+                return [stages[query.split("'")[1]]]
+            return [r for r in rounds if r.parent == query.split("'")[1]]
+
+    names = {"progressive-s0": "p-s0", "oneshot-1-s0": "o1-s0", "oneshot-2-s0": "o2-s0", "oneshot-2-s1": "o2-s1"}
+    lines, table = schedule_curves(Client(), "1", names)
+    assert {k: [(r["kept_fraction"], r["steps"]) for r in v] for k, v in lines.items()} == {
+        "progressive-s0": [(1.0, 0.0), (0.9, 5.0), (0.8, 10.0)],
+        "one_shot-s0": [(1.0, 0.0), (0.9, 5.0), (0.8, 5.0)],
+        "one_shot-s1": [(1.0, 0.0), (0.8, 5.0)]}
+    assert lines["one_shot-s0"][0]["geneval"] == 0.9 and len(table) == 5

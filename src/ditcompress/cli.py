@@ -51,13 +51,16 @@ def _study_args(p: argparse.ArgumentParser) -> None:
 
 def _study_run(args: argparse.Namespace) -> int:
     """Queue every experiment of the study (and start the queue)."""
-    from ditcompress.study import check_cache, dvc_exp_show, dvc_status, get_study, queue_study
+    from ditcompress.study import baseline_current, check_cache, dvc_exp_show, dvc_status, get_study, queue_study
 
     study = get_study(args.name, args.file)
-    check_cache(study, dvc_status())
-    names, twins = queue_study(study, None if args.no_start else args.jobs, show=dvc_exp_show())
+    status = dvc_status()
+    check_cache(study, status)
+    names, twins = queue_study(study, None if args.no_start else args.jobs, show=dvc_exp_show(),
+                               baseline=baseline_current(status))
     for name, twin in twins.items():
-        print(f"not queued {name}: " + ("queued or run already" if twin == name
+        print(f"not queued {name}: " + ("queued or run already" if twin == name else
+                                          "the baseline's `dvc repro` has its params.yaml" if twin == "workspace"
                                           else f"{twin} has the same params.yaml (the report uses it)"))
     print(f"queued {len(names)} experiments: {', '.join(names)}")
     return 0
@@ -72,9 +75,10 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 def _report_run(args: argparse.Namespace) -> int:
     """Table and figure of a study's finished experiments."""
-    from ditcompress.study import dvc_exp_show, get_study, report_study
+    from ditcompress.study import baseline_current, dvc_exp_show, dvc_status, get_study, report_study
 
-    md, png = report_study(get_study(args.name, args.file), dvc_exp_show(), args.out)
+    md, png = report_study(get_study(args.name, args.file), dvc_exp_show(), args.out,
+                           baseline=baseline_current(dvc_status()))
     print(f"wrote {md} and {png}")
     return 0
 

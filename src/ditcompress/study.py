@@ -160,16 +160,17 @@ def _dvc_json(args: list[str], cwd: str | Path, opener: str):
 
 
 def queue_study(study: Study, jobs: int | None = 1, runner=subprocess.run,
-                show: list[dict] | None = None) -> tuple[list[str], dict[str, str]]:
+                show: list[dict] | None = None, baseline: bool = False) -> tuple[list[str], dict[str, str]]:
     """`dvc exp run --queue -n <name> -S ... [stages]` for every point; then `dvc queue start -j jobs` unless None.
     Returns the queued names and {point: twin} for the points skipped because an experiment of `show` (`dvc exp
     show --json`: finished, running or queued) already has their params.yaml: the point's own, from an earlier
-    call cut short, or another study's.
+    call cut short, another study's, or (`baseline`) the workspace's.
 
     A study's `stages` are the targets: only they and what they depend on run, so a distillation study does not
     also rerun the schedule stage that reads the same `distill` params."""
     names = []
-    twins = twin_experiments(study, show or [], set(), states=(None, "success", "running", "queued"))
+    twins = twin_experiments(study, show or [], set(), states=(None, "success", "running", "queued"),
+                             baseline=baseline)
     for name, over in study.points():
         if name in twins:
             continue
@@ -200,10 +201,14 @@ def finished_experiments(show: list[dict], prefix: str) -> dict[str, dict]:
     found = {}
     for name, data in _experiment_revs(show, (None, "success")):  # not queued, failed or running (shown with
         if name.startswith(prefix) and data.get("metrics"):         # the workspace's metrics)
-            metrics = {Path(f).name: (m or {}).get("data", {}) for f, m in data["metrics"].items()}
-            params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-            found.setdefault(name, {"params": params, "metrics": metrics, "timestamp": data.get("timestamp")})
+            found.setdefault(name, _experiment(data))
     return found
+
+
+def _experiment(data: dict) -> dict:
+    metrics = {Path(f).name: (m or {}).get("data", {}) for f, m in (data.get("metrics") or {}).items()}
+    params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+    return {"params": params, "metrics": metrics, "timestamp": data.get("timestamp")}
 
 
 def _experiment_revs(show: list[dict], states: tuple):
@@ -217,10 +222,12 @@ def _experiment_revs(show: list[dict], states: tuple):
 
 
 def twin_experiments(study: Study, show: list[dict], skip: set[str],
-                     states: tuple = (None, "success")) -> dict[str, str]:
+                     states: tuple = (None, "success"), baseline: bool = False) -> dict[str, str]:
     """{point: experiment} for the study's points not in `skip` whose params.yaml equals that of an experiment of
-    `show` in one of `states` under any other name (kd-loss's default loss is protocol's default protocol and
-    strategy's removal). Equal params are the test: the twin's code may be another commit's."""
+    `show` in one of `states` (kd-loss's default loss is protocol's default protocol and strategy's removal). With
+    `baseline` (the workspace's outputs are those of its params.yaml, see `baseline_current`), a point equal to
+    the workspace itself is `"workspace"`, the baseline's `dvc repro`, unless the point has run under its name.
+    Equal params are the test: the twin's code may be another commit's."""
     base = next(((b.get("data") or {}).get("params") or {} for b in show if b.get("rev") == "workspace"), {})
     base = (base.get("params.yaml") or {}).get("data")
     if not base:
@@ -235,10 +242,19 @@ def twin_experiments(study: Study, show: list[dict], skip: set[str],
         if name in skip:
             continue
         want = _with(base, over)
-        twin = next((n for n, p in sorted(others.items(), key=lambda item: item[0] != name) if p == want), None)
+        # its own name, then the baseline (which ran every stage), then another study's experiment
+        twin = (name if others.get(name) == want else "workspace" if baseline and want == base
+                else next((n for n, p in sorted(others.items()) if p == want), None))
         if twin is not None:
             out[name] = twin
     return out
+
+
+def baseline_current(status: dict) -> bool:
+    """Whether `dvc status --json` shows no stage whose params changed: the workspace's metrics are then those
+    of its params.yaml (code edits do not count; the experiments compare params too)."""
+    return not any("params.yaml" in (change.get("changed deps") or {}) for changes in status.values()
+                   if isinstance(changes, list) for change in changes if isinstance(change, dict))
 
 
 def _with(params: dict, overrides: dict[str, Any]) -> dict:
@@ -270,21 +286,25 @@ def metric(metrics: dict[str, dict], path: str) -> float | None:
     return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
 
 
-def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/results") -> tuple[Path, Path]:
-    """`<out_dir>/<study>.md` (table: varied keys, metrics, mean ± spread over seeds) and `<study>.png`."""
-    exps = finished_experiments(show, f"{study.name}-")
-    stand_ins = twin_experiments(study, show, set(exps))
-    everyone = finished_experiments(show, "") if stand_ins else {}
-    stand_ins = {name: twin for name, twin in stand_ins.items() if twin in everyone}  # with metrics
-    for name, twin in stand_ins.items():
-        exps[name] = everyone[twin]
+def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/results",
+                 baseline: bool = False) -> tuple[Path, Path]:
+    """`<out_dir>/<study>.md` (table: varied keys, metrics, mean ± spread over seeds) and `<study>.png`, from the
+    finished experiments with each point's params.yaml (`baseline`: the workspace may be one, see
+    `twin_experiments`)."""
+    # by params, not name: an experiment left from an earlier version of the study's file is not reported
+    measured = twin_experiments(study, show, set(), baseline=baseline)
+    everyone = finished_experiments(show, "")
+    everyone["workspace"] = _experiment(next((b.get("data") or {} for b in show if b.get("rev") == "workspace"), {}))
+    measured = {point: exp for point, exp in measured.items() if everyone.get(exp, {}).get("metrics")}
+    exps = {point: everyone[exp] for point, exp in measured.items()}
+    stand_ins = {point: exp for point, exp in measured.items() if exp != point}
     if not exps:
         raise StudyError(f"report {study.name}: no finished experiment named {study.name}-* in dvc exp show "
                          f"(run `ditcompress study {study.name}` first)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if study.report.get("curves"):
-        return _report_curves(study, exps, out)
+        return _report_curves(study, measured, out)
     columns = study.report.get("metrics", [])
     groups: dict[str, list[dict]] = {}
     for name, exp in sorted(exps.items()):
@@ -344,8 +364,9 @@ def _bars(series: dict[str, dict[str, tuple[float, float]]], title: str):
     return fig
 
 
-def _report_curves(study: Study, exps: dict[str, dict], out: Path) -> tuple[Path, Path]:
-    """Schedule studies: every round's quality against kept fraction (MLflow round runs), one line per kind."""
+def _report_curves(study: Study, measured: dict[str, str], out: Path) -> tuple[Path, Path]:
+    """Schedule studies: every round's quality against kept fraction (MLflow round runs of each point's
+    experiment, `measured`), one line per kind and seed."""
     import mlflow
 
     from ditcompress.schedule.plots import quality_curves
@@ -354,11 +375,15 @@ def _report_curves(study: Study, exps: dict[str, dict], out: Path) -> tuple[Path
 
     client = mlflow.MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("ditcompress")
-    names = {name.removeprefix(f"{study.name}-"): name for name in sorted(exps)}
+    names = {point.removeprefix(f"{study.name}-"): exp for point, exp in sorted(measured.items())}
     lines, table = schedule_curves(client, experiment.experiment_id, names)
     md, png = out / f"{study.name}.md", out / f"{study.name}.png"
     quality_curves(lines).savefig(png, dpi=120)
+    stand_ins = [f"{p} = {e}" for p, e in sorted(measured.items()) if p != e]
     md.write_text("\n".join([f"# {study.name}: {study.about} (thesis {study.thesis})", "", _made_by(study), "",
+                              *([f"Measured under another name with the same params.yaml (not run twice; "
+                                 f"`workspace` is the baseline's `dvc repro`): {', '.join(stand_ins)}.", ""]
+                                if stand_ins else []),
                               *curves_table(table)]) + "\n")
     return md, png
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ditcompress.errors import UserError
 
 METRICS = ("geneval", "cmmd", "clip_score")  # a round run's metric names (schedule.run.METRICS)
@@ -42,7 +44,8 @@ def rounds_of(client, experiment_id: str, name: str) -> tuple[str, dict, list[di
 
 
 def schedule_curves(client, experiment_id: str, names: dict[str, str]) -> tuple[dict[str, list[dict]], list[tuple]]:
-    """One line of rows per label of `names` ({label: DVC experiment}), one-shot runs joined into one.
+    """One line of rows per label of `names` ({label: DVC experiment}), one-shot runs joined into one per seed
+    (labels ending in `-s<seed>`).
 
     Returns (lines for `plots.quality_curves`, (label, kind, row) per round for `curves_table`).
     """
@@ -50,7 +53,9 @@ def schedule_curves(client, experiment_id: str, names: dict[str, str]) -> tuple[
     table = []
     for label, name in names.items():
         kind, teacher, rows = rounds_of(client, experiment_id, name)
-        lines.setdefault("one_shot" if kind == "one_shot" else label, [teacher]).extend(rows)
+        seed = re.search(r"-s\d+$", label)
+        line = "one_shot" + (seed.group() if seed else "") if kind == "one_shot" else label
+        lines.setdefault(line, [teacher]).extend(rows)
         table += [(label, kind, r) for r in rows]
     for rows in lines.values():
         rows.sort(key=lambda r: -r["kept_fraction"])
