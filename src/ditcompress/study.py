@@ -44,6 +44,11 @@ class Study:
     seed_key: str = "seed"
     stages: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    own_seeds: dict[str, list[int]] = field(default_factory=dict, init=False)  # a listed experiment's `seeds`
+
+    def __post_init__(self):
+        self.experiments = {label: dict(over) for label, over in self.experiments.items()}
+        self.own_seeds = {label: over.pop("seeds") for label, over in self.experiments.items() if "seeds" in over}
 
     def points(self) -> list[tuple[str, dict[str, Any]]]:
         """(experiment name, overrides) for every grid point and listed experiment, once per seed."""
@@ -59,10 +64,10 @@ class Study:
                     for values in (itertools.product(*(self.grid[k] for k in keys)) if keys else [])]
         labelled += list(self.experiments.items())
         labelled = labelled or [("", {})]  # a study of `set` alone: one experiment
-        seeds = {label: over.get("seeds", self.seeds) for label, over in labelled}
+        seeds = {label: self.own_seeds.get(label, self.seeds) for label, _ in labelled}
         # seed-major: the queue finishes a whole first pass before any second seed
         return [("-".join(p for p in (self.name, label, f"s{seed}") if p), label or "default",
-                 {**self.set, **{k: v for k, v in over.items() if k != "seeds"}, self.seed_key: seed})
+                 {**self.set, **over, self.seed_key: seed})
                 for seed in sorted(set().union(*seeds.values())) for label, over in labelled if seed in seeds[label]]
 
 
@@ -79,8 +84,7 @@ def load_studies(path: str | Path = STUDIES) -> dict[str, Study]:
             study = Study(name=name, **body)
         except TypeError as err:
             raise StudyError(f"{path}: study {name!r}: {err}") from None
-        for key in [*study.grid, *study.set, study.seed_key,
-                    *(k for e in study.experiments.values() for k in e if k != "seeds")]:
+        for key in [*study.grid, *study.set, study.seed_key, *(k for e in study.experiments.values() for k in e)]:
             check_key(key, f"{path}: study {name!r}")
         check_stages(study.stages, Path(path).resolve().parent.parent / "dvc.yaml", f"{path}: study {name!r}")
         studies[name] = study
@@ -207,8 +211,17 @@ def finished_experiments(show: list[dict], prefix: str) -> dict[str, dict]:
 
 def _experiment(data: dict) -> dict:
     metrics = {Path(f).name: (m or {}).get("data", {}) for f, m in (data.get("metrics") or {}).items()}
-    params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-    return {"params": params, "metrics": metrics, "timestamp": data.get("timestamp")}
+    return {"params": _params(data), "metrics": metrics, "timestamp": data.get("timestamp")}
+
+
+def _params(data: dict) -> dict:
+    """params.yaml's data of one `dvc exp show --json` rev ({} where it has none)."""
+    return (((data.get("params") or {}).get("params.yaml") or {}).get("data")) or {}
+
+
+def _workspace(show: list[dict]) -> dict:
+    """The workspace's data in `dvc exp show --json`: the baseline's params and metrics."""
+    return next((b.get("data") or {} for b in show if b.get("rev") == "workspace"), {})
 
 
 def _experiment_revs(show: list[dict], states: tuple):
@@ -228,14 +241,12 @@ def twin_experiments(study: Study, show: list[dict], skip: set[str],
     `baseline` (the workspace's outputs are those of its params.yaml, see `baseline_current`), a point equal to
     the workspace itself is `"workspace"`, the baseline's `dvc repro`, unless the point has run under its name.
     Equal params are the test: the twin's code may be another commit's."""
-    base = next(((b.get("data") or {}).get("params") or {} for b in show if b.get("rev") == "workspace"), {})
-    base = (base.get("params.yaml") or {}).get("data")
+    base = _params(_workspace(show))
     if not base:
         return {}
     others = {}
     for name, data in _experiment_revs(show, states):
-        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
-        if params:
+        if params := _params(data):
             others.setdefault(name, params)
     out = {}
     for name, over in study.points():
@@ -294,10 +305,9 @@ def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/res
     # by params, not name: an experiment left from an earlier version of the study's file is not reported
     measured = twin_experiments(study, show, set(), baseline=baseline)
     everyone = finished_experiments(show, "")
-    everyone["workspace"] = _experiment(next((b.get("data") or {} for b in show if b.get("rev") == "workspace"), {}))
+    everyone["workspace"] = _experiment(_workspace(show))
     measured = {point: exp for point, exp in measured.items() if everyone.get(exp, {}).get("metrics")}
     exps = {point: everyone[exp] for point, exp in measured.items()}
-    stand_ins = {point: exp for point, exp in measured.items() if exp != point}
     if not exps:
         raise StudyError(f"report {study.name}: no finished experiment named {study.name}-* in dvc exp show "
                          f"(run `ditcompress study {study.name}` first)")
@@ -312,8 +322,7 @@ def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/res
     lines = [f"# {study.name}: {study.about} (thesis {study.thesis})", "", _made_by(study), "",
              f"Experiments `{study.name}-*`, seeds {study.seeds} ({study.seed_key}); mean ± half the range "
              "over the seeds that finished.", "",
-             *([f"Measured under another name with the same params.yaml (not run twice): "
-                + ", ".join(f"{n} = {o}" for n, o in sorted(stand_ins.items())) + ".", ""] if stand_ins else []),
+             *_stand_ins(measured),
              "| experiment | seeds | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
     summary = {}
     for label, runs in groups.items():
@@ -331,6 +340,14 @@ def report_study(study: Study, show: list[dict], out_dir: str | Path = "docs/res
     bars = bars if isinstance(bars, list) else [bars]
     _bars({b: summary.get(b, {}) for b in bars}, f"{study.name} (thesis {study.thesis})").savefig(png, dpi=120)
     return md, png
+
+
+def _stand_ins(measured: dict[str, str]) -> list[str]:
+    """The report's line naming the points measured under another name (and a blank line), if any."""
+    pairs = [f"{p} = {e}" for p, e in sorted(measured.items()) if p != e]
+    note = "; `workspace` is the baseline's `dvc repro`" if "workspace" in measured.values() else ""
+    return [f"Measured under another name with the same params.yaml (not run twice{note}): {', '.join(pairs)}.",
+            ""] if pairs else []
 
 
 def _made_by(study: Study) -> str:
@@ -379,12 +396,8 @@ def _report_curves(study: Study, measured: dict[str, str], out: Path) -> tuple[P
     lines, table = schedule_curves(client, experiment.experiment_id, names)
     md, png = out / f"{study.name}.md", out / f"{study.name}.png"
     quality_curves(lines).savefig(png, dpi=120)
-    stand_ins = [f"{p} = {e}" for p, e in sorted(measured.items()) if p != e]
     md.write_text("\n".join([f"# {study.name}: {study.about} (thesis {study.thesis})", "", _made_by(study), "",
-                              *([f"Measured under another name with the same params.yaml (not run twice; "
-                                 f"`workspace` is the baseline's `dvc repro`): {', '.join(stand_ins)}.", ""]
-                                if stand_ins else []),
-                              *curves_table(table)]) + "\n")
+                              *_stand_ins(measured), *curves_table(table)]) + "\n")
     return md, png
 
 
